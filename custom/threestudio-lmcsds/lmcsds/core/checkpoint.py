@@ -1,0 +1,162 @@
+"""Save and load the corrective bhat_psi as safetensors with validated metadata."""
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional, Union
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from .corrective import CorrectiveConfig, CorrectiveUNet
+from .gradients import NORMALIZATIONS
+
+FORMAT = "lmcsds-corrective"
+FORMAT_VERSION = 1
+PathLike = Union[str, os.PathLike]
+
+
+class CorrectiveCheckpointError(ValueError):
+    """A corrective checkpoint is missing, unreadable or does not match its use."""
+
+
+def prior_id(name_or_path: str) -> str:
+    """Identity of a prior: the last path component, so a hub id and a local copy agree.
+
+    ``DeepFloyd/IF-I-XL-v1.0`` and ``/models/IF-I-XL-v1.0/`` are both ``IF-I-XL-v1.0``.
+    """
+    return Path(str(name_or_path).rstrip("/\\")).name
+
+
+@dataclass(frozen=True)
+class CorrectiveMeta:
+    prior_id: str
+    resolution: int
+    normalization: str
+    training_steps: int
+    num_train_timesteps: int
+    architecture: CorrectiveConfig
+    format_version: int = FORMAT_VERSION
+
+    def to_strings(self) -> Dict[str, str]:
+        return {
+            "format": FORMAT,
+            "format_version": str(self.format_version),
+            "prior_id": self.prior_id,
+            "resolution": str(self.resolution),
+            "normalization": self.normalization,
+            "training_steps": str(self.training_steps),
+            "num_train_timesteps": str(self.num_train_timesteps),
+            "architecture": json.dumps(self.architecture.to_dict(), sort_keys=True),
+        }
+
+    @classmethod
+    def from_strings(cls, meta: Dict[str, str], path: PathLike) -> "CorrectiveMeta":
+        if meta.get("format") != FORMAT:
+            raise CorrectiveCheckpointError(
+                f"{path}: not an LMC-SDS corrective (metadata 'format' is "
+                f"{meta.get('format')!r}, expected {FORMAT!r})"
+            )
+        try:
+            version = int(meta["format_version"])
+            if version > FORMAT_VERSION:
+                raise CorrectiveCheckpointError(
+                    f"{path}: format version {version} is newer than this lmcsds "
+                    f"(reads up to {FORMAT_VERSION}); upgrade threestudio-lmcsds"
+                )
+            out = cls(
+                prior_id=meta["prior_id"],
+                resolution=int(meta["resolution"]),
+                normalization=meta["normalization"],
+                training_steps=int(meta["training_steps"]),
+                num_train_timesteps=int(meta["num_train_timesteps"]),
+                architecture=CorrectiveConfig(**json.loads(meta["architecture"])),
+                format_version=version,
+            )
+        except (KeyError, ValueError, TypeError) as e:
+            if isinstance(e, CorrectiveCheckpointError):
+                raise
+            raise CorrectiveCheckpointError(f"{path}: invalid metadata ({e!r})") from e
+        if out.normalization not in NORMALIZATIONS:
+            raise CorrectiveCheckpointError(
+                f"{path}: unknown normalization {out.normalization!r} in metadata"
+            )
+        return out
+
+
+def save_corrective(path: PathLike, model: CorrectiveUNet, meta: CorrectiveMeta) -> None:
+    """Write atomically: a crash mid-write leaves any previous file at ``path`` intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta.to_strings())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_meta(path: PathLike) -> CorrectiveMeta:
+    """Metadata of a corrective file, validated; raises CorrectiveCheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Corrective checkpoint not found: {path}. Train one against your prior with "
+            f"`lmcsds train-corrective --prior <prior> --images <photos> --out <dir>` "
+            f"(see README, 'Training the corrective') and point `corrective_path` at it, "
+            f"or use `loss_type: sds` / `cond`, which need no corrective."
+        )
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CorrectiveCheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+    return CorrectiveMeta.from_strings(meta, path)
+
+
+def load_corrective(
+    path: PathLike,
+    expected_prior_id: Optional[str] = None,
+    expected_resolution: Optional[int] = None,
+    map_location: Union[str, torch.device] = "cpu",
+) -> "tuple[CorrectiveUNet, CorrectiveMeta]":
+    """Load bhat_psi and check it was trained for this prior and resolution."""
+    meta = read_meta(path)
+    if expected_prior_id is not None and meta.prior_id != expected_prior_id:
+        raise CorrectiveCheckpointError(
+            f"{path}: trained for prior {meta.prior_id!r}, but the guidance uses "
+            f"{expected_prior_id!r}. A corrective models one prior's denoiser; train one "
+            f"for {expected_prior_id!r} with `lmcsds train-corrective`."
+        )
+    if expected_resolution is not None and meta.resolution != expected_resolution:
+        raise CorrectiveCheckpointError(
+            f"{path}: trained at {meta.resolution}x{meta.resolution}, but the prior works "
+            f"at {expected_resolution}x{expected_resolution}"
+        )
+    model = CorrectiveUNet(meta.architecture, meta.num_train_timesteps)
+    try:
+        state = load_file(str(path), device=str(map_location))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CorrectiveCheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or wrong:
+        raise CorrectiveCheckpointError(
+            f"{path}: weights do not match the architecture in its metadata "
+            f"{meta.architecture}: missing {missing[:3]}, unexpected {unexpected[:3]}, "
+            f"wrong shapes {wrong[:3]}"
+        )
+    model.load_state_dict(state)
+    return model.to(map_location).eval().requires_grad_(False), meta

@@ -1,0 +1,100 @@
+"""SDS and LMC-SDS gradients as small pure functions on tensors.
+
+Alldieck, Kolotouros, Sminchisescu: "Score Distillation Sampling with Learned Manifold
+Corrective", ECCV 2024 (arXiv 2401.05293). Equation numbers refer to that paper.
+
+Conventions: images are (B, C, H, W) in the prior's pixel range [-1, 1]; ``abar`` is
+``alphas_cumprod[t]`` shaped to broadcast, e.g. (B, 1, 1, 1); ``omega`` is the guidance
+weight in the paper's convention (``eps^omega = omega eps_y + (1 - omega) eps_0``, which is
+threestudio's ``guidance_scale`` plus one). Every ``g_*`` is a gradient with respect to the
+rendered image ``z`` with the UNet Jacobian dropped, as in SDS.
+"""
+
+from typing import Literal, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+Normalization = Literal["global", "per_channel", "none"]
+NORMALIZATIONS: Tuple[str, ...] = ("global", "per_channel", "none")
+
+
+def z_t(z: Tensor, eps: Tensor, abar: Tensor) -> Tensor:
+    """Forward diffusion (DDPM): z_t = sqrt(abar) z + sqrt(1 - abar) eps."""
+    return abar.sqrt() * z + (1 - abar).sqrt() * eps
+
+
+def zhat_t(zt: Tensor, eps_0: Tensor, abar: Tensor) -> Tensor:
+    """Unconditional one-step x0 prediction from the noisy image zt (Sec. 3, Eq. 7)."""
+    return (zt - (1 - abar).sqrt() * eps_0) / abar.sqrt()
+
+
+def eps_omega(eps_y: Tensor, eps_0: Tensor, omega: float) -> Tensor:
+    """Classifier-free guidance (Eq. 4): omega eps_y + (1 - omega) eps_0."""
+    return omega * eps_y + (1 - omega) * eps_0
+
+
+def g_sds(eps_y: Tensor, eps_0: Tensor, eps: Tensor, omega: float) -> Tensor:
+    """SDS gradient with w(t) = 1 (Eq. 3)."""
+    return eps_omega(eps_y, eps_0, omega) - eps
+
+
+def g_cond(eps_y: Tensor, eps_0: Tensor, omega: float) -> Tensor:
+    """Prompt-agreement term of the SDS split (Eq. 6)."""
+    return omega * (eps_y - eps_0)
+
+
+def g_proj(eps_0: Tensor, eps: Tensor) -> Tensor:
+    """Projection term of the SDS split (Eq. 6); equals sqrt(abar/(1-abar)) (z - zhat_t) (Eq. 7)."""
+    return eps_0 - eps
+
+
+def image_stats(x: Tensor, mode: Normalization) -> Tuple[Tensor, Tensor]:
+    """Mean and standard deviation per image ("global") or per image and channel."""
+    dims = (1, 2, 3) if mode == "global" else (2, 3)
+    return x.mean(dims, keepdim=True), x.std(dims, keepdim=True, unbiased=False)
+
+
+def bhat(b: Tensor, zhat: Tensor, mode: Normalization = "global") -> Tensor:
+    """Corrective output matched to the statistics of zhat_t (Eq. 10).
+
+    ``sigma(zhat) / sigma(b) * (b - mu(b)) + mu(b)``: the spread of the prediction ``b`` is
+    taken from ``zhat``, its mean is kept. ``mode="none"`` returns ``b`` unchanged.
+    """
+    if mode == "none":
+        return b
+    if mode not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {mode!r}")
+    mu_b, sigma_b = image_stats(b, mode)
+    _, sigma_zhat = image_stats(zhat, mode)
+    return sigma_zhat / sigma_b.clamp_min(1e-6) * (b - mu_b) + mu_b
+
+
+def g_lmc(bhat: Tensor, zhat: Tensor) -> Tensor:
+    """Learned manifold corrective, weighting sqrt(abar/(1-abar)) dropped (Eq. 9)."""
+    return bhat - zhat
+
+
+def loss_k(b: Tensor, zhat: Tensor, mode: Normalization = "global") -> Tensor:
+    """Training loss of the corrective, mean over pixels (Eq. 10)."""
+    return F.mse_loss(bhat(b, zhat, mode), zhat)
+
+
+def weight(abar: Tensor, strategy: str) -> Tensor:
+    """w(t): 1 ("uniform", the paper's), 1 - abar ("sds") or sqrt(abar)(1 - abar) ("fantasia3d")."""
+    if strategy == "uniform":
+        return torch.ones_like(abar)
+    if strategy == "sds":
+        return 1 - abar
+    if strategy == "fantasia3d":
+        return abar.sqrt() * (1 - abar)
+    raise ValueError(
+        f"weighting_strategy must be 'uniform', 'sds' or 'fantasia3d', got {strategy!r}"
+    )
+
+
+def loss_from_grad(z: Tensor, g: Tensor) -> Tensor:
+    """Reparameterised loss whose gradient w.r.t. z is g / B: 0.5 ||z - sg(z - g)||^2 / B."""
+    target = (z - g).detach()
+    return 0.5 * F.mse_loss(z, target, reduction="sum") / z.shape[0]

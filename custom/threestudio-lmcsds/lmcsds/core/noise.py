@@ -1,0 +1,36 @@
+"""Fixed epsilon (paper Sec. 4, "Increasing Sample Diversity"): one noise per batch slot."""
+
+from typing import Dict, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def slot_noise(seed: int, slot: int, shape: Sequence[int]) -> Tensor:
+    """Standard normal noise for one batch slot, a function of (seed, slot) only (CPU, fp32)."""
+    state = np.random.SeedSequence([int(seed), int(slot)]).generate_state(1, np.uint64)[0]
+    gen = torch.Generator().manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)
+    return torch.randn(tuple(shape), generator=gen)
+
+
+class FixedNoise:
+    """Returns the same eps for batch slot i at every call; identical after a restart.
+
+    Slot i's noise does not depend on the batch size, so changing it keeps earlier slots.
+    """
+
+    def __init__(self, seed: int):
+        self.seed = int(seed)
+        self._cache: Dict[Tuple[int, Tuple[int, ...]], Tensor] = {}
+
+    def __call__(self, like: Tensor) -> Tensor:
+        """Noise shaped like ``like`` (B, C, H, W), on its device and dtype."""
+        shape = tuple(like.shape[1:])
+        slots = []
+        for i in range(like.shape[0]):
+            key = (i, shape)
+            if key not in self._cache:
+                self._cache[key] = slot_noise(self.seed, i, shape)
+            slots.append(self._cache[key])
+        return torch.stack(slots).to(like.device, like.dtype)
