@@ -18,8 +18,8 @@ from ..core import (
     FixedNoise,
     IFPrior,
     StepConfig,
-    load_corrective,
     lmc_sds_step,
+    load_corrective,
     prior_id,
     read_meta,
 )
@@ -98,7 +98,7 @@ class LMCSDSDeepFloydGuidance(BaseObject):
         self.fixed_noise = FixedNoise(cfg.noise_seed) if cfg.fixed_noise else None
         self.num_train_timesteps = self.prior.num_train_timesteps
         self.grad_clip_val: Optional[float] = None
-        self.set_min_max_steps(cfg.min_step_percent, cfg.max_step_percent)
+        self.update_step(0, 0)
         threestudio.info(f"Loaded LMC-SDS guidance ({cfg.loss_type}, omega={cfg.guidance_scale})")
 
     def set_min_max_steps(self, min_step_percent: float, max_step_percent: float) -> None:
@@ -137,7 +137,7 @@ class LMCSDSDeepFloydGuidance(BaseObject):
         emb_y, emb_0 = prompt_utils.get_text_embeddings(
             elevation, azimuth, camera_distances, self.cfg.view_dependent_prompting
         ).chunk(2)
-        eps = torch.randn_like(z)
+        eps = torch.randn(z.shape, device=z.device, dtype=z.dtype)  # drawn after t
         eps_cond = self.fixed_noise(z) if self.fixed_noise is not None else None
         out = lmc_sds_step(
             self.prior, self.corrective, z, t, emb_y, emb_0, eps, self.step_cfg, eps_cond

@@ -47,7 +47,9 @@ def _double_conv(c_in: int, c_out: int) -> nn.Sequential:
 class CorrectiveUNet(nn.Module):
     """bhat_psi: predicts E_eps[zhat_t | z, t] from a clean image z and timestep t."""
 
-    def __init__(self, config: CorrectiveConfig = CorrectiveConfig(), num_train_timesteps: int = 1000):
+    def __init__(
+        self, config: CorrectiveConfig = CorrectiveConfig(), num_train_timesteps: int = 1000
+    ):
         super().__init__()
         self.config = config
         self.num_train_timesteps = num_train_timesteps

@@ -93,4 +93,3 @@ class IFPrior:
             encoder_hidden_states=embeddings.to(self.dtype),
         ).sample
         return out[:, : zt.shape[1]].float()
-

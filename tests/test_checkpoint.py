@@ -1,0 +1,141 @@
+"""Corrective checkpoints: round trip, and clear errors for every way a file can be wrong."""
+
+import json
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from lmcsds.core import (
+    CorrectiveCheckpointError,
+    CorrectiveConfig,
+    CorrectiveMeta,
+    CorrectiveUNet,
+    load_corrective,
+    prior_id,
+    read_meta,
+    save_corrective,
+)
+
+
+def meta(**kw):
+    base = dict(
+        prior_id="IF-I-XL-v1.0",
+        resolution=64,
+        normalization="global",
+        training_steps=123,
+        num_train_timesteps=1000,
+        architecture=CorrectiveConfig(base_channels=4, depth=2),
+    )
+    base.update(kw)
+    return CorrectiveMeta(**base)
+
+
+@pytest.fixture
+def saved(tmp_path):
+    torch.manual_seed(0)
+    m = meta()
+    model = CorrectiveUNet(m.architecture)
+    path = tmp_path / "c.safetensors"
+    save_corrective(path, model, m)
+    return path, model, m
+
+
+def test_round_trip_weights_and_metadata(saved):
+    path, model, m = saved
+    loaded, m2 = load_corrective(path, expected_prior_id="IF-I-XL-v1.0", expected_resolution=64)
+    assert m2 == m
+    x, t = torch.randn(1, 3, 16, 16), torch.tensor([500])
+    torch.testing.assert_close(loaded(x, t), model(x, t))
+    assert not any(p.requires_grad for p in loaded.parameters())
+
+
+def test_prior_id_agrees_for_hub_id_and_local_copy():
+    assert prior_id("DeepFloyd/IF-I-XL-v1.0") == prior_id("/models/IF-I-XL-v1.0/") == "IF-I-XL-v1.0"
+
+
+def test_missing_file_says_how_to_make_one(tmp_path):
+    path = tmp_path / "nope.safetensors"
+    with pytest.raises(FileNotFoundError) as e:
+        load_corrective(path)
+    assert str(path) in str(e.value) and "train-corrective" in str(e.value)
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage" * 100, b"\xff" * 8 + b"{}"])
+def test_corrupt_file_names_the_file(tmp_path, content):
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(CorrectiveCheckpointError, match="bad.safetensors"):
+        load_corrective(path)
+
+
+def test_truncated_file(saved):
+    path, _, _ = saved
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorrectiveCheckpointError, match=str(path.name)):
+        load_corrective(path)
+
+
+def test_other_safetensors_file_is_refused(tmp_path):
+    path = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path), metadata={"format": "pt"})
+    with pytest.raises(CorrectiveCheckpointError, match="not an LMC-SDS corrective"):
+        read_meta(path)
+
+
+def test_prior_mismatch_names_both(saved):
+    path, _, _ = saved
+    with pytest.raises(CorrectiveCheckpointError) as e:
+        load_corrective(path, expected_prior_id="IF-I-L-v1.0")
+    msg = str(e.value)
+    assert "IF-I-XL-v1.0" in msg and "IF-I-L-v1.0" in msg and str(path) in msg
+
+
+def test_resolution_mismatch(saved):
+    path, _, _ = saved
+    with pytest.raises(CorrectiveCheckpointError, match="64x64.*32x32"):
+        load_corrective(path, expected_resolution=32)
+
+
+def test_weights_that_do_not_fit_the_declared_architecture(tmp_path):
+    path = tmp_path / "shapes.safetensors"
+    model = CorrectiveUNet(CorrectiveConfig(base_channels=8, depth=2))
+    save_corrective(path, model, meta())  # metadata says base_channels=4
+    with pytest.raises(CorrectiveCheckpointError, match="wrong shapes"):
+        load_corrective(path)
+
+
+def test_newer_format_and_bad_metadata(saved, tmp_path):
+    path, _, _ = saved
+    tensors = load_file(str(path))
+    strings = meta().to_strings()
+    newer = tmp_path / "newer.safetensors"
+    save_file(tensors, str(newer), metadata={**strings, "format_version": "99"})
+    with pytest.raises(CorrectiveCheckpointError, match="newer"):
+        read_meta(newer)
+    bad = tmp_path / "badnorm.safetensors"
+    save_file(tensors, str(bad), metadata={**strings, "normalization": "batch"})
+    with pytest.raises(CorrectiveCheckpointError, match="normalization"):
+        read_meta(bad)
+    arch = tmp_path / "badarch.safetensors"
+    save_file(tensors, str(arch), metadata={**strings, "architecture": json.dumps({"x": 1})})
+    with pytest.raises(CorrectiveCheckpointError, match="invalid metadata"):
+        read_meta(arch)
+
+
+def test_interrupted_save_keeps_previous_file(saved, monkeypatch):
+    path, _, m = saved
+    before = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    import lmcsds.core.checkpoint as ckpt
+
+    monkeypatch.setattr(ckpt, "save_file", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_corrective(path, CorrectiveUNet(m.architecture), m)
+    assert path.read_bytes() == before
+    assert [p for p in os.listdir(path.parent) if p.endswith(".tmp")] == []

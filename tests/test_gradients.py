@@ -1,0 +1,111 @@
+"""The identities of the paper (METHOD.md) on the pure gradient functions."""
+
+import pytest
+import torch
+
+from lmcsds.core import gradients as G
+from lmcsds.core.if_factory import if_scheduler
+
+
+@pytest.fixture
+def batch():
+    gen = torch.Generator().manual_seed(0)
+    shape = (4, 3, 8, 8)
+    z = torch.rand(shape, generator=gen) * 2 - 1
+    eps, eps_y, eps_0 = (torch.randn(shape, generator=gen) for _ in range(3))
+    t = torch.tensor([20, 250, 600, 979])
+    abar = if_scheduler().alphas_cumprod[t].view(-1, 1, 1, 1).float()
+    return z, eps, eps_y, eps_0, abar
+
+
+@pytest.mark.parametrize("omega", [1.0, 7.5, 20.0, 100.0])
+def test_sds_splits_into_cond_plus_proj(batch, omega):
+    _, eps, eps_y, eps_0, _ = batch
+    lhs = G.g_sds(eps_y, eps_0, eps, omega)
+    rhs = G.g_cond(eps_y, eps_0, omega) + G.g_proj(eps_0, eps)
+    torch.testing.assert_close(lhs, rhs)
+    # hand-written: omega eps_y + (1 - omega) eps_0 - eps
+    torch.testing.assert_close(lhs, omega * eps_y + (1 - omega) * eps_0 - eps)
+
+
+def test_paper_omega_is_threestudio_scale_plus_one(batch):
+    _, _, eps_y, eps_0, _ = batch
+    s = 19.0  # threestudio deep-floyd-guidance: eps_y + s (eps_y - eps_0)
+    torch.testing.assert_close(G.eps_omega(eps_y, eps_0, s + 1), eps_y + s * (eps_y - eps_0))
+
+
+def test_forward_diffusion_matches_diffusers_add_noise(batch):
+    z, eps, _, _, abar = batch
+    t = torch.tensor([20, 250, 600, 979])
+    reference = if_scheduler().add_noise(z, eps, t)
+    torch.testing.assert_close(G.z_t(z, eps, abar), reference)
+
+
+def test_projection_term_is_scaled_distance_to_one_step_denoising(batch):
+    """eps_0 - eps == sqrt(abar / (1 - abar)) (z - zhat_t)  (Eq. 7)."""
+    z, eps, _, eps_0, abar = batch
+    zt = G.z_t(z.double(), eps.double(), abar.double())
+    zhat = G.zhat_t(zt, eps_0.double(), abar.double())
+    lhs = G.g_proj(eps_0.double(), eps.double())
+    rhs = (abar / (1 - abar)).double().sqrt() * (z.double() - zhat)
+    torch.testing.assert_close(lhs, rhs)
+
+
+def test_zhat_recovers_z_when_the_noise_is_predicted_exactly(batch):
+    z, eps, _, _, abar = batch
+    torch.testing.assert_close(G.zhat_t(G.z_t(z, eps, abar), eps, abar), z, atol=1e-4, rtol=0)
+
+
+def test_bhat_hand_computed_global():
+    b = torch.tensor([0.0, 1.0, 2.0, 3.0]).view(1, 1, 2, 2).expand(1, 3, 2, 2)
+    zhat = torch.tensor([0.0, 2.0, 4.0, 6.0]).view(1, 1, 2, 2).expand(1, 3, 2, 2)
+    # mu(b) = 1.5, sigma(b) = sqrt(1.25), sigma(zhat) = 2 sigma(b): out = 2 (b - 1.5) + 1.5
+    expected = (2 * (b - 1.5) + 1.5).contiguous()
+    torch.testing.assert_close(G.bhat(b.contiguous(), zhat.contiguous(), "global"), expected)
+
+
+@pytest.mark.parametrize("mode,dims", [("global", (1, 2, 3)), ("per_channel", (2, 3))])
+def test_bhat_takes_spread_of_zhat_and_keeps_mean_of_b(batch, mode, dims):
+    z, _, eps_y, _, _ = batch
+    b, zhat = 0.3 * z + 0.1, eps_y
+    out = G.bhat(b, zhat, mode)
+    torch.testing.assert_close(out.mean(dims), b.mean(dims))
+    torch.testing.assert_close(out.std(dims, unbiased=False), zhat.std(dims, unbiased=False))
+
+
+def test_bhat_none_is_identity_and_bad_mode_raises(batch):
+    z, _, eps_y, _, _ = batch
+    assert G.bhat(z, eps_y, "none") is z
+    with pytest.raises(ValueError, match="normalization"):
+        G.bhat(z, eps_y, "per_pixel")
+
+
+def test_loss_k_is_zero_for_an_affine_copy_with_zhat_mean():
+    zhat = torch.randn(2, 3, 8, 8)
+    zhat = zhat - zhat.mean((1, 2, 3), keepdim=True)  # zero mean, so b = 0.25 zhat shares it
+    b = 0.25 * zhat
+    assert G.loss_k(b, zhat, "global").item() < 1e-10
+    assert G.loss_k(b, zhat, "none").item() > 1e-3
+
+
+def test_g_lmc_is_difference():
+    a, b = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    torch.testing.assert_close(G.g_lmc(a, b), a - b)
+
+
+def test_reparameterised_loss_has_gradient_g_over_batch():
+    z = torch.randn(3, 3, 8, 8, requires_grad=True)
+    g = torch.randn(3, 3, 8, 8)
+    G.loss_from_grad(z, g).backward()
+    torch.testing.assert_close(z.grad, g / 3)
+
+
+def test_weights():
+    abar = torch.tensor([0.25, 0.81]).view(-1, 1, 1, 1)
+    torch.testing.assert_close(G.weight(abar, "uniform"), torch.ones_like(abar))
+    torch.testing.assert_close(G.weight(abar, "sds"), torch.tensor([0.75, 0.19]).view(-1, 1, 1, 1))
+    torch.testing.assert_close(
+        G.weight(abar, "fantasia3d"), torch.tensor([0.5 * 0.75, 0.9 * 0.19]).view(-1, 1, 1, 1)
+    )
+    with pytest.raises(ValueError, match="weighting_strategy"):
+        G.weight(abar, "dreamfusion")

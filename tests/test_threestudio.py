@@ -1,0 +1,275 @@
+"""The guidance inside the real threestudio: loader, config, system inputs, errors."""
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from lmcsds.core import FixedNoise
+
+from .conftest import ROOT, THREESTUDIO_DIR
+from .reference import reference
+
+EXTENSION = ROOT / "custom" / "threestudio-lmcsds"
+CONFIG = ROOT / "configs" / "lmcsds-dreamfusion.yaml"
+NAME = "lmc-sds-deep-floyd-guidance"
+
+
+def test_loaded_by_threestudio_custom_module_loader(tmp_path):
+    """launch.py's own loader imports the folder; the guidance registers once, one copy."""
+    (tmp_path / "custom").mkdir()
+    os.symlink(EXTENSION, tmp_path / "custom" / "threestudio-lmcsds")
+    script = textwrap.dedent(f"""
+        import importlib.util, sys
+        spec = importlib.util.spec_from_file_location("ts_launch", {str(THREESTUDIO_DIR / "launch.py")!r})
+        launch = importlib.util.module_from_spec(spec); spec.loader.exec_module(launch)
+        launch.load_custom_modules()
+        import threestudio
+        cls = threestudio.find({NAME!r})
+        assert "threestudio-lmcsds" in sys.modules, sorted(sys.modules)
+        copies = [m for m, mod in list(sys.modules.items())
+                  if getattr(mod, "__file__", None) and mod.__file__.endswith("adapter/guidance.py")]
+        print("CLASS", cls.__module__, cls.__name__, "COPIES", copies)
+        """)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "IMPORT FAILED" not in out.stdout
+    assert "CLASS lmcsds.adapter.guidance LMCSDSDeepFloydGuidance" in out.stdout
+    assert "COPIES ['lmcsds.adapter.guidance']" in out.stdout
+
+
+def test_core_does_not_import_threestudio():
+    script = "import sys, lmcsds.core; assert 'threestudio' not in sys.modules; print('ok')"
+    env = dict(os.environ, PYTHONPATH=str(EXTENSION))
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_config_parses_with_threestudio(tmp_path, monkeypatch, cpu_threestudio):
+    from threestudio.utils.config import load_config, parse_structured
+
+    import lmcsds.adapter  # noqa: F401
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(str(CONFIG), cli_args=["system.prompt_processor.prompt=a hamburger"])
+    assert cfg.system_type == "dreamfusion-system"
+    assert cfg.system.guidance_type == NAME
+    system_cfg = parse_structured(cpu_threestudio.find(cfg.system_type).Config, cfg.system)
+    guidance_cfg = parse_structured(cpu_threestudio.find(NAME).Config, system_cfg.guidance)
+    assert guidance_cfg.guidance_scale == 20.0 and guidance_cfg.loss_type == "lmc-sds"
+    assert guidance_cfg.weighting_strategy == "uniform" and guidance_cfg.noise_seed == cfg.seed
+    assert "lambda_sds" in system_cfg.loss  # the system picks up our loss_sds
+    sds = load_config(
+        str(CONFIG),
+        cli_args=["system.prompt_processor.prompt=a hamburger", "system.guidance.loss_type=sds"],
+    )
+    assert sds.system.guidance.loss_type == "sds"
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch, encode, cpu_threestudio):
+    """A threestudio working directory whose DeepFloyd prompt processor uses the tiny T5.
+
+    threestudio's processor loads T5 in 8 bit (CUDA-only) inside ``spawn_func``; only that
+    function is replaced, by one writing the same cache files with the tiny encoder.
+    """
+    from threestudio.models.prompt_processors.base import hash_prompt
+    from threestudio.models.prompt_processors.deepfloyd_prompt_processor import (
+        DeepFloydPromptProcessor,
+    )
+
+    def spawn_func(model, prompts, cache_dir):
+        for prompt, emb in zip(prompts, encode(prompts)):
+            torch.save(emb, os.path.join(cache_dir, f"{hash_prompt(model, prompt)}.pt"))
+
+    monkeypatch.setattr(DeepFloydPromptProcessor, "spawn_func", staticmethod(spawn_func))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def make_guidance(threestudio, prior_dir, corrective, **overrides):
+    import lmcsds.adapter  # noqa: F401
+
+    cfg = dict(
+        pretrained_model_name_or_path=str(prior_dir),
+        corrective_path=str(corrective),
+        half_precision_weights=False,
+        guidance_scale=8.0,
+    )
+    cfg.update(overrides)
+    return threestudio.find(NAME)(cfg)
+
+
+def system_inputs(threestudio, prior_dir, batch_size=2, size=32, prompt="a hamburger", **pp):
+    """What dreamfusion-system passes: prompt_utils and the random-camera batch."""
+    processor = threestudio.find("deep-floyd-prompt-processor")(
+        dict(pretrained_model_name_or_path=str(prior_dir), prompt=prompt, spawn=False, **pp)
+    )
+    dm = threestudio.find("random-camera-datamodule")(
+        dict(batch_size=batch_size, width=size, height=size, elevation_range=[-10, 90])
+    )
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    return processor(), batch
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_gradient_reaching_the_render_equals_the_formula(
+    workdir, cpu_threestudio, tiny_if_dir, tiny_corrective_path, tiny_prior, fixed
+):
+    guidance = make_guidance(
+        cpu_threestudio, tiny_if_dir, tiny_corrective_path, fixed_noise=fixed, noise_seed=11
+    )
+    prompt_utils, batch = system_inputs(cpu_threestudio, tiny_if_dir)
+    rgb = torch.rand(2, 32, 32, 3, requires_grad=True)  # 32 = prior resolution: resize is identity
+    torch.manual_seed(5)
+    out = guidance(rgb, prompt_utils, **batch, rgb_as_latents=False)
+    out["loss_sds"].backward()
+
+    torch.manual_seed(5)  # documented draw order: t, then the fresh eps
+    t = torch.randint(guidance.min_step, guidance.max_step + 1, [2])
+    eps = torch.randn(2, 3, 32, 32)
+    z = rgb.detach().permute(0, 3, 1, 2) * 2 - 1
+    emb_y, emb_0 = prompt_utils.get_text_embeddings(
+        batch["elevation"], batch["azimuth"], batch["camera_distances"], True
+    ).chunk(2)
+    eps_c = FixedNoise(11)(z) if fixed else None
+    g = reference(tiny_prior, guidance.corrective, z, t, emb_y, emb_0, eps, 8.0, eps_c=eps_c)
+    torch.testing.assert_close(out["timestep"], t.float())
+    # z = 2 rgb - 1 and loss = 0.5 ||z - sg(z - g)||^2 / B  =>  d loss / d rgb = 2 g / B
+    torch.testing.assert_close(rgb.grad.permute(0, 3, 1, 2), 2 * g / 2, atol=1e-4, rtol=1e-4)
+    assert {"g_cond_norm", "g_lmc_norm", "grad_norm"} <= set(out)
+    assert not [k for k in out if k.startswith("loss_") and k != "loss_sds"]
+
+
+def test_fixed_noise_same_across_steps_and_restarts(
+    workdir, cpu_threestudio, tiny_if_dir, tiny_corrective_path
+):
+    a = make_guidance(cpu_threestudio, tiny_if_dir, tiny_corrective_path, fixed_noise=True)
+    b = make_guidance(cpu_threestudio, tiny_if_dir, tiny_corrective_path, fixed_noise=True)
+    c = make_guidance(
+        cpu_threestudio, tiny_if_dir, tiny_corrective_path, fixed_noise=True, noise_seed=1
+    )
+    like = torch.zeros(2, 3, 32, 32)
+    torch.testing.assert_close(a.fixed_noise(like), a.fixed_noise(like))
+    torch.testing.assert_close(a.fixed_noise(like), b.fixed_noise(like))
+    assert not torch.allclose(a.fixed_noise(like), c.fixed_noise(like))
+
+
+def test_resizes_larger_renders_and_sds_mode_reports_g_proj(
+    workdir, cpu_threestudio, tiny_if_dir, tiny_corrective_path
+):
+    guidance = make_guidance(
+        cpu_threestudio, tiny_if_dir, tiny_corrective_path / "unused", loss_type="sds"
+    )
+    prompt_utils, batch = system_inputs(cpu_threestudio, tiny_if_dir, batch_size=1, size=64)
+    rgb = torch.rand(1, 64, 64, 3, requires_grad=True)
+    out = guidance(rgb, prompt_utils, **batch, guidance_eval=True)
+    out["loss_sds"].backward()
+    assert rgb.grad.shape == rgb.shape and rgb.grad.abs().sum() > 0
+    assert "g_proj_norm" in out and "g_lmc_norm" not in out
+    assert set(out["eval"]) >= {"imgs_noisy", "imgs_zhat", "imgs_g_cond", "imgs_g_proj", "texts"}
+
+
+def test_guidance_eval_images(workdir, cpu_threestudio, tiny_if_dir, tiny_corrective_path):
+    guidance = make_guidance(cpu_threestudio, tiny_if_dir, tiny_corrective_path, max_items_eval=1)
+    prompt_utils, batch = system_inputs(cpu_threestudio, tiny_if_dir)
+    out = guidance(torch.rand(2, 32, 32, 3), prompt_utils, **batch, guidance_eval=True)
+    ev = out["eval"]
+    for key in ("imgs_noisy", "imgs_zhat", "imgs_bhat", "imgs_g_cond", "imgs_g_lmc"):
+        assert ev[key].shape == (1, 32, 32, 3), key
+        assert 0 <= ev[key].min() and ev[key].max() <= 1
+    assert ev["bs"] == 1 and len(ev["texts"]) == 1
+
+
+def test_schedules_through_update_step(workdir, cpu_threestudio, tiny_if_dir, tiny_corrective_path):
+    guidance = make_guidance(
+        cpu_threestudio,
+        tiny_if_dir,
+        tiny_corrective_path,
+        max_step_percent=[0, 0.98, 0.5, 100],
+        grad_clip=[0, 2.0, 8.0, 100],
+    )
+    guidance.update_step(0, 50)
+    assert guidance.max_step == int(1000 * 0.74)
+    assert guidance.grad_clip_val == pytest.approx(5.0)
+
+
+def test_lmc_sds_without_corrective_fails_before_loading_the_prior(
+    workdir, cpu_threestudio, tmp_path
+):
+    missing = tmp_path / "none.safetensors"
+    with pytest.raises(FileNotFoundError) as e:
+        make_guidance(cpu_threestudio, tmp_path / "no-such-prior", missing)
+    assert str(missing) in str(e.value) and "train-corrective" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        (dict(loss_type="vsd"), "loss_type"),
+        (dict(loss_type="sds", guidance_scale=-1.0), "omega"),
+        (dict(loss_type="sds", weighting_strategy="dreamfusion"), "weighting_strategy"),
+    ],
+)
+def test_invalid_config_values_fail_before_loading_the_prior(
+    workdir, cpu_threestudio, tmp_path, overrides, match
+):
+    with pytest.raises(ValueError, match=match):
+        make_guidance(cpu_threestudio, tmp_path / "no-such-prior", tmp_path / "x", **overrides)
+
+
+def test_bad_step_range(workdir, cpu_threestudio, tiny_if_dir, tiny_corrective_path):
+    with pytest.raises(ValueError, match="min_step_percent"):
+        make_guidance(
+            cpu_threestudio,
+            tiny_if_dir,
+            tiny_corrective_path,
+            min_step_percent=0.9,
+            max_step_percent=0.5,
+        )
+
+
+def test_corrective_normalization_mismatch(
+    workdir, cpu_threestudio, tiny_if_dir, tiny_corrective_path
+):
+    with pytest.raises(ValueError, match="per_channel.*global"):
+        make_guidance(
+            cpu_threestudio,
+            tiny_if_dir,
+            tiny_corrective_path,
+            corrective_normalization="per_channel",
+        )
+
+
+def test_corrective_for_another_prior_is_refused(
+    workdir, cpu_threestudio, tiny_if_dir, tiny_corrective_path, tmp_path
+):
+    other = tmp_path / "other-prior"
+    shutil.copytree(tiny_if_dir, other)
+    with pytest.raises(ValueError, match="'tiny-if'.*'other-prior'"):
+        make_guidance(cpu_threestudio, other, tiny_corrective_path)
+
+
+def test_perp_neg_gets_a_clear_error(workdir, cpu_threestudio, tiny_if_dir, tiny_corrective_path):
+    guidance = make_guidance(cpu_threestudio, tiny_if_dir, tiny_corrective_path)
+    prompt_utils, batch = system_inputs(
+        cpu_threestudio, tiny_if_dir, batch_size=1, use_perp_neg=True
+    )
+    with pytest.raises(NotImplementedError, match="use_perp_neg=false"):
+        guidance(torch.rand(1, 32, 32, 3), prompt_utils, **batch)
+
+
+def test_rejects_latents(workdir, cpu_threestudio, tiny_if_dir, tiny_corrective_path):
+    guidance = make_guidance(cpu_threestudio, tiny_if_dir, tiny_corrective_path)
+    prompt_utils, batch = system_inputs(cpu_threestudio, tiny_if_dir, batch_size=1)
+    with pytest.raises(ValueError, match="pixel space"):
+        guidance(torch.rand(1, 32, 32, 3), prompt_utils, **batch, rgb_as_latents=True)
