@@ -1,6 +1,5 @@
 """Shared fixtures: threestudio on sys.path, a tiny IF-shaped prior saved to disk, a corrective."""
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -12,15 +11,15 @@ ROOT = Path(__file__).resolve().parents[1]
 THREESTUDIO_DIR = Path(
     os.environ.get("THREESTUDIO_DIR", ROOT.parent / "shared" / "threestudio")
 ).resolve()
-STUBS = Path(__file__).resolve().parent / "stubs"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 if str(THREESTUDIO_DIR) not in sys.path:
     sys.path.insert(0, str(THREESTUDIO_DIR))
-for name in ("tinycudann", "nvdiffrast"):  # CUDA-only; import-only stand-ins when missing
-    if importlib.util.find_spec(name) is None and str(STUBS) not in sys.path:
-        sys.path.append(str(STUBS))
+# tiny-cuda-nn and nvdiffrast need CUDA: import-only placeholders that raise when used
+from lmcsds.adapter.cpu_mode import install_cuda_placeholders, threestudio_device  # noqa: E402
+
+install_cuda_placeholders()
 
 TINY_PROMPTS = [
     "a photo of a sneaker",
@@ -98,12 +97,9 @@ def tiny_corrective_path(tiny_prior, tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def cpu_threestudio(monkeypatch):
+def cpu_threestudio():
     """threestudio with its device pinned to the CPU (it hard-codes cuda:<rank>)."""
     import threestudio
-    import threestudio.utils.base as ts_base
-    import threestudio.utils.misc as ts_misc
 
-    monkeypatch.setattr(ts_base, "get_device", lambda: torch.device("cpu"))
-    monkeypatch.setattr(ts_misc, "get_device", lambda: torch.device("cpu"))
-    return threestudio
+    with threestudio_device("cpu"):
+        yield threestudio

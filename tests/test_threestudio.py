@@ -26,6 +26,8 @@ def test_loaded_by_threestudio_custom_module_loader(tmp_path):
     os.symlink(EXTENSION, tmp_path / "custom" / "threestudio-lmcsds")
     script = textwrap.dedent(f"""
         import importlib.util, sys
+        from lmcsds.adapter.cpu_mode import install_cuda_placeholders
+        install_cuda_placeholders()  # no CUDA here: tiny-cuda-nn / nvdiffrast placeholders
         spec = importlib.util.spec_from_file_location("ts_launch", {str(THREESTUDIO_DIR / "launch.py")!r})
         launch = importlib.util.module_from_spec(spec); spec.loader.exec_module(launch)
         launch.load_custom_modules()
@@ -56,7 +58,7 @@ def test_core_does_not_import_threestudio():
 def test_config_parses_with_threestudio(tmp_path, monkeypatch, cpu_threestudio):
     from threestudio.utils.config import load_config, parse_structured
 
-    import lmcsds.adapter  # noqa: F401
+    import lmcsds.adapter.guidance  # noqa: F401
 
     monkeypatch.chdir(tmp_path)
     cfg = load_config(str(CONFIG), cli_args=["system.prompt_processor.prompt=a hamburger"])
@@ -96,7 +98,7 @@ def workdir(tmp_path, monkeypatch, encode, cpu_threestudio):
 
 
 def make_guidance(threestudio, prior_dir, corrective, **overrides):
-    import lmcsds.adapter  # noqa: F401
+    import lmcsds.adapter.guidance  # noqa: F401
 
     cfg = dict(
         pretrained_model_name_or_path=str(prior_dir),
@@ -273,3 +275,19 @@ def test_rejects_latents(workdir, cpu_threestudio, tiny_if_dir, tiny_corrective_
     prompt_utils, batch = system_inputs(cpu_threestudio, tiny_if_dir, batch_size=1)
     with pytest.raises(ValueError, match="pixel space"):
         guidance(torch.rand(1, 32, 32, 3), prompt_utils, **batch, rgb_as_latents=True)
+
+
+def test_cpu_mode_is_scoped_and_placeholders_raise_when_used():
+    import threestudio.utils.base as ts_base
+
+    from lmcsds.adapter.cpu_mode import threestudio_device
+
+    before = ts_base.get_device()
+    with threestudio_device("cpu") as device:
+        assert ts_base.get_device() == device == torch.device("cpu")
+    assert ts_base.get_device() == before  # cuda:<rank> again outside the block
+    import tinycudann
+
+    if getattr(tinycudann, "__lmcsds_placeholder__", False):
+        with pytest.raises(RuntimeError, match="needs CUDA"):
+            tinycudann.Encoding(3, {})

@@ -13,4 +13,4 @@ try:
 except ImportError:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import lmcsds.adapter  # noqa: E402,F401  (registers the components)
+import lmcsds.adapter.guidance  # noqa: E402,F401  (registers the components)

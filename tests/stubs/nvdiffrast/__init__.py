@@ -1,1 +1,0 @@
-"""Import-only stand-in for nvdiffrast (CUDA-only)."""
