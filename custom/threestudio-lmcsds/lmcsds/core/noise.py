@@ -7,11 +7,16 @@ import torch
 from torch import Tensor
 
 
+def seeded_generator(*keys: int, device: str = "cpu") -> torch.Generator:
+    """A torch Generator whose stream is a function of the integer keys only (no collisions
+    between e.g. (seed=1, slot=0) and (seed=0, slot=1))."""
+    state = np.random.SeedSequence([int(k) for k in keys]).generate_state(1, np.uint64)[0]
+    return torch.Generator(device).manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)
+
+
 def slot_noise(seed: int, slot: int, shape: Sequence[int]) -> Tensor:
     """Standard normal noise for one batch slot, a function of (seed, slot) only (CPU, fp32)."""
-    state = np.random.SeedSequence([int(seed), int(slot)]).generate_state(1, np.uint64)[0]
-    gen = torch.Generator().manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)
-    return torch.randn(tuple(shape), generator=gen)
+    return torch.randn(tuple(shape), generator=seeded_generator(seed, slot))
 
 
 class FixedNoise:

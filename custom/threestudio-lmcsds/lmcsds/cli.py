@@ -1,0 +1,252 @@
+"""``lmcsds`` command line: train the corrective, make triplet caches, reports, benchmarks.
+
+lmcsds train-corrective --prior DeepFloyd/IF-I-XL-v1.0 --images photos/ --out runs/bhat
+lmcsds generate-triplets --prior ... --images photos/ --cache cache/ --num-triplets 1000000
+lmcsds train-corrective --cache cache/ --out runs/bhat          # no prior in memory
+lmcsds report-corrective --checkpoint runs/bhat/IF-I-XL-v1.0.safetensors --prior ... --images val/
+lmcsds gather-photos --out data/photos                          # offline natural photos
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+
+DEFAULT_PRIOR = "DeepFloyd/IF-I-XL-v1.0"
+
+
+def _default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def empty_embedding(prior: str, out_dir: Path, path: Optional[str], device: str) -> torch.Tensor:
+    """The unconditional (empty-prompt) T5 embedding (1, 77, d): from ``path``, from the cache
+    in ``out_dir``, or computed once with the prior's own text encoder (then freed)."""
+    from .core.text import encode_prompts
+
+    cached = Path(path) if path else out_dir / "empty_embedding.pt"
+    if cached.exists():
+        emb = torch.load(cached, map_location="cpu", weights_only=True)
+        return emb if emb.dim() == 3 else emb[None]
+    if path:
+        raise FileNotFoundError(f"--empty-embedding {path}: file not found")
+    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    print(f"computing the empty-prompt embedding with {prior}'s text encoder (once)")
+    emb = encode_prompts(prior, [""], device=device, dtype=dtype)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(emb, cached)
+    return emb
+
+
+def _load_prior(args, device: str):
+    from .core.prior import IFPrior
+
+    return IFPrior.from_pretrained(args.prior, device=device, half_precision=args.half)
+
+
+def _scan(args, resolution: int, out_dir: Path, folder: Optional[str] = None):
+    from .training.images import scan_images
+
+    folder = folder or args.images
+    index = out_dir / f"image-index-{resolution}.json"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = scan_images(folder, resolution, index_path=str(index))
+    print(report.summary())
+    return report
+
+
+def cmd_generate(args) -> None:
+    from .training.images import CropSampler
+    from .training.triplets import StepRange, generate_cache
+
+    device = _default_device()
+    prior = _load_prior(args, device)
+    cache = Path(args.cache)
+    scan = _scan(args, prior.resolution, cache)
+    emb_0 = empty_embedding(args.prior, cache, args.empty_embedding, device)
+    sampler = CropSampler(scan.usable, prior.resolution, seed=args.seed)
+    generate_cache(
+        str(cache),
+        prior,
+        sampler,
+        emb_0,
+        args.num_triplets,
+        args.shard_size,
+        args.seed,
+        StepRange(args.min_step_percent, args.max_step_percent),
+        args.gen_batch_size,
+    )
+    print(f"triplet cache ready: {cache}")
+
+
+def cmd_train(args) -> None:
+    from .training.images import CropSampler
+    from .training.trainer import TrainConfig, train_corrective
+    from .training.triplets import FromCache, OnTheFly, StepRange, read_manifest
+
+    out = Path(args.out)
+    cfg = TrainConfig(
+        out=str(out),
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        lr_decay=args.lr_decay,
+        lr_decay_every=args.lr_decay_every,
+        seed=args.seed,
+        normalization=args.normalization,
+        base_channels=args.base_channels,
+        depth=args.depth,
+        checkpoint_every=args.checkpoint_every,
+        log_every=args.log_every,
+        workers=args.workers,
+        accelerator=args.accelerator,
+        devices=args.devices,
+        num_nodes=args.num_nodes,
+        precision=args.precision,
+    )
+    world = args.devices * args.num_nodes if isinstance(args.devices, int) else 1
+    if args.cache and not args.images:
+        manifest = read_manifest(args.cache)
+        prior_id, resolution, T = (
+            manifest.prior_id,
+            manifest.resolution,
+            manifest.num_train_timesteps,
+        )
+
+        def make_source(device):
+            return FromCache(args.cache, args.batch_size, args.seed, world)
+
+    else:
+        if not args.images:
+            sys.exit("train-corrective: give --images DIR (on the fly) or --cache DIR (cached)")
+        from .core.checkpoint import prior_id as _prior_id
+        from .core.prior import IFPrior
+
+        probe = IFPrior.from_pretrained(args.prior, device="cpu", half_precision=False)
+        prior_id, resolution, T = _prior_id(args.prior), probe.resolution, probe.num_train_timesteps
+        del probe
+        scan = _scan(args, resolution, out)
+        emb_0 = empty_embedding(args.prior, out, args.empty_embedding, "cpu")
+
+        def make_source(device):
+            prior = IFPrior.from_pretrained(args.prior, device=device, half_precision=args.half)
+            sampler = CropSampler(scan.usable, resolution, seed=args.seed)
+            t_range = StepRange(args.min_step_percent, args.max_step_percent)
+            return OnTheFly(prior, sampler, emb_0, args.batch_size, args.seed, t_range)
+
+    final = train_corrective(cfg, make_source, prior_id, resolution, T, args.resume, args.export)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    print(f"\ncorrective written: {final}")
+    print("use it with threestudio:")
+    print(f"  system.guidance.corrective_path={final.resolve()}")
+    print(f"or copy it to load/lmcsds/correctives/{prior_id}.safetensors (the config's default)")
+    if args.val_images:
+        args.checkpoint, args.images = str(final), args.val_images
+        args.report_out = str(out / "report")
+        cmd_report(args)
+
+
+def cmd_report(args) -> None:
+    from .training.report import corrective_report
+
+    device = _default_device()
+    prior = _load_prior(args, device)
+    out = Path(args.report_out or Path(args.checkpoint).with_suffix("").as_posix() + "-report")
+    scan = _scan(args, prior.resolution, out)
+    emb_0 = empty_embedding(args.prior, out, args.empty_embedding, device)
+    report = corrective_report(
+        args.checkpoint, prior, emb_0, scan.usable, str(out), args.report_images, args.mc_samples
+    )
+    o = report["overall"]
+    print(f"report: {out / 'report.md'}")
+    print(
+        f"  L_k {o['loss_k']:.5f} (identity {o['loss_k_identity']:.5f}); relative error to "
+        f"E[zhat_t] {o['rel_err_mc']:.3f} (identity {o['rel_err_mc_identity']:.3f})"
+    )
+
+
+def cmd_gather(args) -> None:
+    from .training.photos import gather_photos
+
+    gather_photos(args.out, heldout_fraction=args.heldout_fraction, install=not args.no_install)
+
+
+def _devices(value: str):
+    return value if value == "auto" else int(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmcsds", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def prior_args(p, images_required=False):
+        p.add_argument("--prior", default=DEFAULT_PRIOR, help="hub id or local diffusers folder")
+        p.add_argument("--images", required=images_required, help="folder of photos (recursive)")
+        p.add_argument("--half", action="store_true", help="fp16 prior weights (GPU)")
+        p.add_argument("--empty-embedding", help="cached empty-prompt embedding (.pt)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--min-step-percent", type=float, default=0.02)
+        p.add_argument("--max-step-percent", type=float, default=0.98)
+
+    g = sub.add_parser("generate-triplets", help="write a resumable sharded triplet cache")
+    prior_args(g, images_required=True)
+    g.add_argument("--cache", required=True, help="cache folder")
+    g.add_argument("--num-triplets", type=int, required=True)
+    g.add_argument("--shard-size", type=int, default=1024)
+    g.add_argument("--gen-batch-size", type=int, default=64, help="prior batch while generating")
+    g.set_defaults(func=cmd_generate)
+
+    t = sub.add_parser("train-corrective", help="train b-hat-psi against a prior")
+    prior_args(t)
+    t.add_argument("--cache", help="train from this triplet cache (no prior in memory)")
+    t.add_argument("--out", required=True, help="run folder: checkpoints, logs, export, report")
+    t.add_argument("--steps", type=int, default=750_000)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--lr", type=float, default=1e-4)
+    t.add_argument("--lr-decay", type=float, default=0.9)
+    t.add_argument("--lr-decay-every", type=int, default=100_000)
+    t.add_argument("--normalization", default="global", choices=["global", "per_channel", "none"])
+    t.add_argument("--base-channels", type=int, default=32)
+    t.add_argument("--depth", type=int, default=4)
+    t.add_argument("--checkpoint-every", type=int, default=1000)
+    t.add_argument("--log-every", type=int, default=50)
+    t.add_argument("--workers", type=int, default=2, help="DataLoader workers")
+    t.add_argument("--accelerator", default="auto")
+    t.add_argument("--devices", type=_devices, default=1)
+    t.add_argument("--num-nodes", type=int, default=1)
+    t.add_argument("--precision", default="32-true", help="32-true | 16-mixed | bf16-mixed")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
+    t.add_argument("--export", help="also write the corrective here")
+    t.add_argument("--val-images", help="held-out photos: write the report after training")
+    t.add_argument("--report-images", type=int, default=32)
+    t.add_argument("--mc-samples", type=int, default=8)
+    t.add_argument("--report-out", default=None)
+    t.set_defaults(func=cmd_train)
+
+    r = sub.add_parser("report-corrective", help="evaluate a corrective on held-out photos")
+    prior_args(r, images_required=True)
+    r.add_argument("--checkpoint", required=True)
+    r.add_argument("--report-out", default=None, help="default: next to the checkpoint")
+    r.add_argument("--report-images", type=int, default=32)
+    r.add_argument("--mc-samples", type=int, default=8)
+    r.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("gather-photos", help="collect offline natural photos (train / held-out)")
+    p.add_argument("--out", default="data/photos")
+    p.add_argument("--heldout-fraction", type=float, default=0.15)
+    p.add_argument("--no-install", action="store_true", help="use only what is installed")
+    p.set_defaults(func=cmd_gather)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

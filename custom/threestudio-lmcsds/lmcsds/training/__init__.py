@@ -1,0 +1,1 @@
+"""Training the corrective: photos, triplets, trainer, report."""
