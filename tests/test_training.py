@@ -1,0 +1,173 @@
+"""Corrective training end to end on the tiny prior with real photos (scikit-image samples)."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from lmcsds.cli import main as cli
+from lmcsds.core import CorrectiveCheckpointError, load_corrective, read_meta
+from lmcsds.training import trainer as trainer_module
+from lmcsds.training.images import CropSampler, NoImagesError, scan_images
+from lmcsds.training.triplets import FromCache, generate_cache
+
+SMALL = ["--base-channels", "4", "--depth", "2", "--batch-size", "4", "--workers", "0"]
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory) -> Path:
+    """Four real photos plus every kind of bad or odd file a photo folder can hold."""
+    import skimage.data as skd
+
+    root = tmp_path_factory.mktemp("photos")
+    (root / "sub").mkdir()
+    for name in ("astronaut", "chelsea", "coffee"):
+        Image.fromarray(getattr(skd, name)()).save(root / f"{name}.jpg", quality=92)
+    Image.fromarray(skd.rocket()).save(root / "sub" / "rocket.png")
+    Image.fromarray(skd.camera()).save(root / "grey-camera.png")  # grey-scale: converted
+    rgba = np.dstack([skd.chelsea(), np.full(skd.chelsea().shape[:2], 200, np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(root / "sub" / "transparent.png")  # converted
+    Image.fromarray(skd.coffee()[:20, :20]).save(root / "tiny.png")  # too small: skipped
+    (root / "notes.jpg").write_text("not an image")  # unreadable: skipped
+    data = (root / "astronaut.jpg").read_bytes()
+    (root / "truncated.jpg").write_bytes(data[: len(data) // 3])  # truncated: skipped
+    (root / "readme.txt").write_text("ignored: not an image extension")
+    return root
+
+
+def test_scan_converts_skips_and_counts(photos, tmp_path):
+    report = scan_images(str(photos), 32, index_path=str(tmp_path / "index.json"))
+    assert len(report.usable) == 6
+    assert report.converted == {"grey": 1, "transparent": 1}
+    assert sum(report.skipped.values()) == 3
+    assert report.skipped["smaller than 32px"] == 1
+    assert report.skipped["truncated"] == 1
+    assert any(k.startswith("unreadable") for k in report.skipped)
+    again = scan_images(str(photos), 32, index_path=str(tmp_path / "index.json"))  # cached
+    assert again.usable == report.usable
+    with pytest.raises(NoImagesError, match="no usable photo"):
+        scan_images(str(photos / "sub"), 10_000)
+
+
+def test_crops_are_deterministic_per_step_and_in_range(photos):
+    paths = scan_images(str(photos), 32).usable
+    a = CropSampler(paths, 32, seed=3).batch(7, 6)
+    b = CropSampler(paths, 32, seed=3).batch(7, 6)
+    assert a.shape == (6, 3, 32, 32) and a.min() >= -1 and a.max() <= 1
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, CropSampler(paths, 32, seed=3).batch(8, 6))
+    assert a.std() > 0.1  # real image content, not constant
+
+
+def train(prior_dir, photos, out, steps, *extra):
+    cli(
+        [
+            "train-corrective",
+            "--prior",
+            str(prior_dir),
+            "--images",
+            str(photos),
+            "--out",
+            str(out),
+            "--steps",
+            str(steps),
+            "--checkpoint-every",
+            "2",
+            "--log-every",
+            "1",
+            *SMALL,
+            *extra,
+        ]
+    )
+
+
+def test_end_to_end_export_report_and_guidance_load(tiny_if_dir, photos, tmp_path, capsys):
+    out = tmp_path / "run"
+    train(
+        tiny_if_dir,
+        photos,
+        out,
+        4,
+        "--val-images",
+        str(photos),
+        "--report-images",
+        "4",
+        "--mc-samples",
+        "2",
+    )
+    printed = capsys.readouterr().out
+    exported = out / "tiny-if.safetensors"
+    assert "system.guidance.corrective_path=" in printed and str(exported) in printed
+    meta = read_meta(exported)
+    assert (meta.prior_id, meta.resolution, meta.training_steps) == ("tiny-if", 32, 4)
+    model, _ = load_corrective(exported, expected_prior_id="tiny-if", expected_resolution=32)
+    with pytest.raises(CorrectiveCheckpointError, match="IF-I-XL-v1.0"):
+        load_corrective(exported, expected_prior_id="IF-I-XL-v1.0")
+    for name in ("report.md", "report.json", "spectra.png", "samples.png"):
+        assert (out / "report" / name).stat().st_size > 0, name
+    assert "L_k" in (out / "report" / "report.md").read_text()
+    assert list((out / "tensorboard").glob("events.*"))
+    assert (out / "empty_embedding.pt").exists()
+
+
+def test_resume_gives_the_same_weights(tiny_if_dir, photos, tmp_path):
+    train(tiny_if_dir, photos, tmp_path / "straight", 6)
+    train(tiny_if_dir, photos, tmp_path / "resumed", 4)
+    train(tiny_if_dir, photos, tmp_path / "resumed", 6, "--resume")
+    a = load_file(str(tmp_path / "straight" / "tiny-if.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "tiny-if.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        train(tiny_if_dir, photos, tmp_path / "resumed", 8, "--resume", "--batch-size", "2")
+
+
+def test_kill_during_checkpoint_write_keeps_previous(tiny_if_dir, photos, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    train(tiny_if_dir, photos, out, 2)
+    ckpt = out / "checkpoints" / "last.ckpt"
+    before = ckpt.read_bytes()
+
+    def dying_save(obj, path):
+        with open(path, "wb") as f:
+            f.write(b"\x80\x02partial")  # a process killed mid-write leaves this behind
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_module.torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_if_dir, photos, out, 4, "--resume")
+    monkeypatch.undo()
+    assert ckpt.read_bytes() == before
+    assert torch.load(ckpt, weights_only=False)["step"] == 2
+    assert not [p for p in os.listdir(ckpt.parent) if p.endswith(".tmp")]
+    train(tiny_if_dir, photos, out, 4, "--resume")  # and training goes on from it
+    assert torch.load(ckpt, weights_only=False)["step"] == 4
+
+
+def test_cache_is_resumable_and_trains(tiny_if_dir, tiny_prior, photos, tmp_path, encode):
+    paths = scan_images(str(photos), 32).usable
+    emb_0 = encode([""])
+    sampler = CropSampler(paths, 32, seed=0)
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    generate_cache(str(whole), tiny_prior, sampler, emb_0, 24, shard_size=8, batch_size=4)
+    generate_cache(str(part), tiny_prior, sampler, emb_0, 16, shard_size=8, batch_size=4)
+    (part / ".shard-000002.tmp").write_bytes(b"half-written")  # an interrupted write
+    generate_cache(str(part), tiny_prior, sampler, emb_0, 24, shard_size=8, batch_size=4)
+    for i in range(3):
+        a = load_file(str(whole / f"shard-{i:06d}.safetensors"))
+        b = load_file(str(part / f"shard-{i:06d}.safetensors"))
+        for k in ("z", "zhat", "t"):
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    source = FromCache(str(whole), batch_size=4)
+    z, zhat, t = source.finish(source.prepare(5, 0), 5, 0, "cpu")
+    assert z.shape == zhat.shape == (4, 3, 32, 32) and t.min() >= 20 and t.max() <= 980
+    with pytest.raises(ValueError, match="other settings"):
+        generate_cache(str(whole), tiny_prior, sampler, emb_0, 24, shard_size=4)
+    out = tmp_path / "from-cache"
+    cli(["train-corrective", "--cache", str(whole), "--out", str(out), "--steps", "3", *SMALL])
+    assert read_meta(out / "tiny-if.safetensors").training_steps == 3
