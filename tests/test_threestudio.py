@@ -1,6 +1,5 @@
 """The guidance inside the real threestudio: loader, config, system inputs, errors."""
 
-import importlib.util
 import os
 import shutil
 import subprocess

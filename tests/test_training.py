@@ -85,7 +85,9 @@ def train(prior_dir, photos, out, steps, *extra):
     )
 
 
-def test_end_to_end_export_report_and_guidance_load(tiny_if_dir, photos, tmp_path, capsys):
+def test_end_to_end_export_report_and_guidance_load(
+    tiny_if_dir, photos, tmp_path, capsys, cpu_threestudio
+):
     out = tmp_path / "run"
     train(
         tiny_if_dir,
@@ -107,6 +109,16 @@ def test_end_to_end_export_report_and_guidance_load(tiny_if_dir, photos, tmp_pat
     model, _ = load_corrective(exported, expected_prior_id="tiny-if", expected_resolution=32)
     with pytest.raises(CorrectiveCheckpointError, match="IF-I-XL-v1.0"):
         load_corrective(exported, expected_prior_id="IF-I-XL-v1.0")
+    import lmcsds.adapter.guidance  # noqa: F401
+
+    guidance = cpu_threestudio.find("lmc-sds-deep-floyd-guidance")(
+        dict(
+            pretrained_model_name_or_path=str(tiny_if_dir),
+            corrective_path=str(exported),
+            half_precision_weights=False,
+        )
+    )
+    assert guidance.step_cfg.normalization == "global"
     for name in ("report.md", "report.json", "spectra.png", "samples.png"):
         assert (out / "report" / name).stat().st_size > 0, name
     assert "L_k" in (out / "report" / "report.md").read_text()
@@ -171,3 +183,35 @@ def test_cache_is_resumable_and_trains(tiny_if_dir, tiny_prior, photos, tmp_path
     out = tmp_path / "from-cache"
     cli(["train-corrective", "--cache", str(whole), "--out", str(out), "--steps", "3", *SMALL])
     assert read_meta(out / "tiny-if.safetensors").training_steps == 3
+
+
+def test_ddp_on_two_cpu_processes(tiny_if_dir, photos, tmp_path):
+    """--devices 2: Lightning Fabric runs DDP (gloo on CPU); one export, from rank 0."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable,
+        "-m",
+        "lmcsds",
+        "train-corrective",
+        "--prior",
+        str(tiny_if_dir),
+        "--images",
+        str(photos),
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--accelerator",
+        "cpu",
+        "--devices",
+        "2",
+        *SMALL,
+    ]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "Starting with 2 processes" in run.stdout + run.stderr
+    assert run.stdout.count("corrective written:") == 1
+    assert read_meta(out / "tiny-if.safetensors").training_steps == 2

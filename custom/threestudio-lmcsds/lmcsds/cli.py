@@ -8,7 +8,6 @@ lmcsds gather-photos --out data/photos                          # offline natura
 """
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -25,6 +24,7 @@ def _default_device() -> str:
 def empty_embedding(prior: str, out_dir: Path, path: Optional[str], device: str) -> torch.Tensor:
     """The unconditional (empty-prompt) T5 embedding (1, 77, d): from ``path``, from the cache
     in ``out_dir``, or computed once with the prior's own text encoder (then freed)."""
+    from .core.atomic import atomic_write
     from .core.text import encode_prompts
 
     cached = Path(path) if path else out_dir / "empty_embedding.pt"
@@ -36,8 +36,7 @@ def empty_embedding(prior: str, out_dir: Path, path: Optional[str], device: str)
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     print(f"computing the empty-prompt embedding with {prior}'s text encoder (once)")
     emb = encode_prompts(prior, [""], device=device, dtype=dtype)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(emb, cached)
+    atomic_write(cached, lambda tmp: torch.save(emb, tmp))  # ranks may race here
     return emb
 
 
@@ -138,7 +137,7 @@ def cmd_train(args) -> None:
             return OnTheFly(prior, sampler, emb_0, args.batch_size, args.seed, t_range)
 
     final = train_corrective(cfg, make_source, prior_id, resolution, T, args.resume, args.export)
-    if int(os.environ.get("RANK", "0")) != 0:
+    if final is None:  # not the global-zero process of a multi-process run
         return
     print(f"\ncorrective written: {final}")
     print("use it with threestudio:")

@@ -2,7 +2,6 @@
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Union
@@ -11,6 +10,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from .atomic import atomic_write
 from .corrective import CorrectiveConfig, CorrectiveUNet
 from .gradients import NORMALIZATIONS
 
@@ -89,17 +89,8 @@ class CorrectiveMeta:
 
 def save_corrective(path: PathLike, model: CorrectiveUNet, meta: CorrectiveMeta) -> None:
     """Write atomically: a crash mid-write leaves any previous file at ``path`` intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta.to_strings())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta.to_strings()))
 
 
 def read_meta(path: PathLike) -> CorrectiveMeta:

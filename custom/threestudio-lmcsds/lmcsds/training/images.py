@@ -22,6 +22,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from tqdm import tqdm
 
+from ..core.atomic import atomic_write
 from ..core.noise import seeded_generator
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm"}
@@ -143,10 +144,7 @@ def scan_images(
             report.skipped[reason] += 1
             report.examples.setdefault(reason, p)
     if index_path and todo:
-        tmp = f"{index_path}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(cache, f)
-        os.replace(tmp, index_path)
+        atomic_write(index_path, lambda tmp: Path(tmp).write_text(json.dumps(cache)))
     if not report.usable:
         raise NoImagesError(
             f"--images {root}: no usable photo among {len(files)} files "

@@ -7,8 +7,6 @@ file the guidance loads.
 """
 
 import math
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..core import gradients as G
+from ..core.atomic import atomic_write
 from ..core.checkpoint import CorrectiveMeta, save_corrective
 from ..core.corrective import CorrectiveConfig, CorrectiveUNet
 
@@ -75,19 +74,6 @@ def checkpoint_path(out: str) -> Path:
     return Path(out) / "checkpoints" / "last.ckpt"
 
 
-def atomic_torch_save(obj: dict, path: Path) -> None:
-    """torch.save to a temporary file, then rename: the old file stays valid until the swap."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def train_corrective(
     cfg: TrainConfig,
     make_source: Callable,
@@ -96,8 +82,8 @@ def train_corrective(
     num_train_timesteps: int,
     resume: bool = False,
     export_path: Optional[str] = None,
-) -> Path:
-    """Train, checkpoint, export; returns the exported file.
+) -> Optional[Path]:
+    """Train, checkpoint, export; returns the exported file (None on ranks other than 0).
 
     ``make_source(device)`` is called on every rank after the processes are launched and
     returns an object with ``prepare(step, rank)`` (CPU, in DataLoader workers) and
@@ -165,19 +151,17 @@ def train_corrective(
     def save(step: int) -> None:
         if fabric.is_global_zero:
             raw = model.module if hasattr(model, "module") else model
-            atomic_torch_save(
-                {
-                    "model": raw.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict(),
-                    "step": step,
-                    "config": asdict(cfg),
-                    "prior_id": prior_id,
-                    "resolution": resolution,
-                    "num_train_timesteps": num_train_timesteps,
-                },
-                ckpt,
-            )
+            state = {
+                "model": raw.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "step": step,
+                "config": asdict(cfg),
+                "prior_id": prior_id,
+                "resolution": resolution,
+                "num_train_timesteps": num_train_timesteps,
+            }
+            atomic_write(ckpt, lambda tmp: torch.save(state, tmp))
         fabric.barrier()
 
     step, t_last, running = start, time.perf_counter(), 0.0
@@ -207,11 +191,12 @@ def train_corrective(
     bar.close()
     if writer:
         writer.close()
+    if not fabric.is_global_zero:
+        return None
     final = Path(export_path) if export_path else Path(cfg.out) / f"{prior_id}.safetensors"
-    if fabric.is_global_zero:
-        raw = model.module if hasattr(model, "module") else model
-        meta = CorrectiveMeta(
-            prior_id, resolution, cfg.normalization, cfg.steps, num_train_timesteps, arch
-        )
-        save_corrective(final, raw, meta)
+    raw = model.module if hasattr(model, "module") else model
+    meta = CorrectiveMeta(
+        prior_id, resolution, cfg.normalization, cfg.steps, num_train_timesteps, arch
+    )
+    save_corrective(final, raw, meta)
     return final

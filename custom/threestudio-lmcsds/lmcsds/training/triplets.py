@@ -18,6 +18,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from ..core import gradients as G
+from ..core.atomic import atomic_write
 from ..core.noise import seeded_generator
 from ..core.prior import IFPrior
 from .images import CropSampler
@@ -164,9 +165,8 @@ def generate_cache(
             zhat, t = make_triplets(prior, z, emb_0, gen, min_step, max_step)
             zs.append(z.half()), zhats.append(zhat.cpu().half()), ts.append(t.cpu().int())
             bar.update(n)
-        tmp = root / f".shard-{i:06d}.tmp"
-        save_file({"z": torch.cat(zs), "zhat": torch.cat(zhats), "t": torch.cat(ts)}, str(tmp))
-        os.replace(tmp, _shard_path(root, i))
+        shard = {"z": torch.cat(zs), "zhat": torch.cat(zhats), "t": torch.cat(ts)}
+        atomic_write(_shard_path(root, i), lambda tmp: save_file(shard, tmp))
     bar.close()
     return manifest
 
