@@ -1,7 +1,7 @@
 # Every target runs inside the virtual environment made by `make setup`.
 PY := .venv/bin/python
 
-.PHONY: setup test bench format
+.PHONY: setup test bench bench-training photos format
 
 setup:
 	bash scripts/setup.sh
@@ -11,6 +11,12 @@ test:
 
 bench:
 	$(PY) -m lmcsds.evaluation.benchmark_guidance --out bench-results/guidance.json
+
+bench-training:
+	$(PY) -m lmcsds.evaluation.benchmark_training $(if $(wildcard data/photos/train),--images data/photos/train) --out bench-results/training.json
+
+photos:
+	$(PY) -m lmcsds gather-photos --out data/photos
 
 format:
 	$(PY) -m black . && $(PY) -m isort .

@@ -146,6 +146,8 @@ def cmd_train(args) -> None:
     if args.val_images:
         args.checkpoint, args.images = str(final), args.val_images
         args.report_out = str(out / "report")
+        if (out / "empty_embedding.pt").exists():
+            args.empty_embedding = str(out / "empty_embedding.pt")
         cmd_report(args)
 
 
