@@ -1,0 +1,158 @@
+"""Train the small DeepFloyd-IF-shaped prior on Fashion-MNIST, on a CPU.
+
+The prior has IF stage I's UNet block types, 6 output channels, IF's DDPM scheduler, a 2-layer
+T5 encoder and a sentencepiece tokenizer trained on the prompts, and is saved in IF's folder
+layout, so the guidance loads it with ``IFPipeline.from_pretrained`` like DeepFloyd's weights.
+
+- epsilon loss on the first 3 output channels; the variance channels are trained towards -1,
+  i.e. the posterior variance beta_tilde under IF's ``learned_range`` parameterisation;
+- classifier-free guidance: the prompt is replaced by "" with probability ``p_uncond``;
+- the T5 encoder keeps its random initialisation (frozen): it only has to tell prompts apart;
+- an exponential moving average of the UNet weights is what gets saved;
+- checkpoints are atomic and ``resume`` continues (a run can span several sittings).
+
+    python -m lmcsds.training.prior --out load/lmcsds/priors/fmnist-if-32 --minutes 60
+"""
+
+import argparse
+import copy
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..core import gradients as G
+from ..core.atomic import atomic_write
+from ..core.if_factory import IFShape, build_if_pipeline
+from ..core.noise import seeded_generator
+from .fashion_mnist import TEMPLATES, all_prompts, load_split
+
+SHAPE = IFShape(sample_size=32, block_out_channels=[32, 64, 64], encoder_hid_dim=64)
+
+
+@torch.no_grad()
+def prompt_table(pipe) -> torch.Tensor:
+    """T5 embeddings of all_prompts(): (10 * len(TEMPLATES) + 1, 77, 64); the last is ""."""
+    from ..core.text import IF_MAX_LENGTH
+
+    tokens = pipe.tokenizer(
+        all_prompts(), padding="max_length", max_length=IF_MAX_LENGTH, truncation=True,
+        add_special_tokens=True, return_tensors="pt",
+    )  # fmt: skip
+    return pipe.text_encoder(tokens.input_ids, attention_mask=tokens.attention_mask)[0]
+
+
+def train_prior(
+    out: str,
+    minutes: float,
+    steps: int,
+    batch_size: int = 64,
+    lr: float = 2e-4,
+    p_uncond: float = 0.15,
+    ema_decay: float = 0.999,
+    seed: int = 0,
+    checkpoint_every: int = 100,
+    resume: bool = True,
+) -> Path:
+    out_dir = Path(out)
+    ckpt = Path("build") / f"{out_dir.name}-training.ckpt"  # large; not committed
+    torch.manual_seed(seed)
+    pipe = build_if_pipeline(all_prompts() * 8, SHAPE)
+    images, labels = load_split("train")
+    state = None
+    if resume and ckpt.exists():
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        pipe.text_encoder.load_state_dict(state["text_encoder"])
+        pipe.tokenizer = state["tokenizer"]
+        pipe.unet.load_state_dict(state["unet"])
+    unet, scheduler = pipe.unet.train(), pipe.scheduler
+    ema = copy.deepcopy(unet).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0)
+    start = 0
+    if state is not None:
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["optimizer"])
+        start = state["step"]
+    pipe.text_encoder.eval()
+    table = prompt_table(pipe)
+    abar_all = scheduler.alphas_cumprod.float()
+    n_templates = len(TEMPLATES)
+
+    def save(step: int) -> None:
+        state = {
+            "unet": unet.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
+            "text_encoder": pipe.text_encoder.state_dict(), "tokenizer": pipe.tokenizer,
+            "step": step,
+        }  # fmt: skip
+        atomic_write(ckpt, lambda tmp: torch.save(state, tmp))
+
+    deadline = time.time() + minutes * 60
+    bar = tqdm(total=steps, initial=start, desc="train prior", unit="step")
+    step = start
+    for step in range(start, steps):
+        gen = seeded_generator(seed, step)
+        idx = torch.randint(0, len(images), (batch_size,), generator=gen)
+        z, y = images[idx], labels[idx]
+        prompt = y * n_templates + torch.randint(0, n_templates, (batch_size,), generator=gen)
+        drop = torch.rand(batch_size, generator=gen) < p_uncond
+        prompt[drop] = len(table) - 1
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=gen)
+        eps = torch.randn(z.shape, generator=gen)
+        zt = G.z_t(z, eps, abar_all[t].view(-1, 1, 1, 1))
+        out_ = unet(zt, t, encoder_hidden_states=table[prompt]).sample
+        loss = F.mse_loss(out_[:, :3], eps) + 0.1 * F.mse_loss(out_[:, 3:], -torch.ones_like(eps))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            decay = min(ema_decay, (1 + step) / (10 + step))
+            for p_ema, p in zip(ema.parameters(), unet.parameters()):
+                p_ema.lerp_(p, 1 - decay)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % checkpoint_every == 0:
+            save(step + 1)
+        if time.time() > deadline:
+            step += 1
+            break
+    else:
+        step = steps
+    bar.close()
+    save(step)
+    pipe.unet = ema
+    pipe.save_pretrained(out_dir, safe_serialization=True)
+    (out_dir / "TRAINING.md").write_text(
+        f"Small IF-shaped prior on Fashion-MNIST (train split, 60k): {step} steps of batch "
+        f"{batch_size}, AdamW lr {lr}, EMA {ema_decay}, prompt dropout {p_uncond}, seed {seed}. "
+        f"Trained with `python -m lmcsds.training.prior`.\n"
+    )
+    print(f"prior saved to {out_dir} after {step} steps")
+    return out_dir
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="load/lmcsds/priors/fmnist-if-32")
+    parser.add_argument("--minutes", type=float, default=60.0, help="stop (and save) after this")
+    parser.add_argument("--steps", type=int, default=20_000)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
+    args = parser.parse_args(argv)
+    train_prior(
+        args.out,
+        args.minutes,
+        args.steps,
+        args.batch_size,
+        args.lr,
+        seed=args.seed,
+        resume=not args.fresh,
+    )
+
+
+if __name__ == "__main__":
+    main()
