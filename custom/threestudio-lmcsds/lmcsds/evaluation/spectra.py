@@ -7,12 +7,16 @@ from torch import Tensor
 def radial_power_spectrum(x: Tensor) -> Tensor:
     """(B, C, H, W) images -> (B, min(H, W) // 2) mean power per integer frequency radius.
 
-    The per-image mean is removed and the power is averaged over channels; radius 0 (DC)
-    is dropped, so entry k is frequency k + 1 cycles per image.
+    The per-image mean is removed and a Hann window applied (so the image border does not
+    count as an edge); the power is averaged over channels; radius 0 (DC) is dropped, so
+    entry k is frequency k + 1 cycles per image.
     """
-    x = x.float() - x.float().mean(dim=(-2, -1), keepdim=True)
+    h, w = x.shape[-2:]
+    window = torch.hann_window(h, periodic=False, device=x.device)[:, None] * torch.hann_window(
+        w, periodic=False, device=x.device
+    )
+    x = (x.float() - x.float().mean(dim=(-2, -1), keepdim=True)) * window
     power = torch.fft.fft2(x, norm="ortho").abs().pow(2).mean(1)  # (B, H, W)
-    h, w = power.shape[-2:]
     fy = torch.fft.fftfreq(h, d=1.0 / h, device=x.device)
     fx = torch.fft.fftfreq(w, d=1.0 / w, device=x.device)
     radius = torch.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2).round().long()

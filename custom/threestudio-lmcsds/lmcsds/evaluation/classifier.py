@@ -1,0 +1,116 @@
+"""A Fashion-MNIST classifier: prompt faithfulness (the role of CLIP R-precision in the paper)
+and the feature space of the distribution metrics (the role of Inception / LPIPS features).
+
+Input: (B, 3, 32, 32) in [-1, 1] as the prior produces them (channels are averaged to grey).
+
+    python -m lmcsds.evaluation.classifier --out load/lmcsds/priors/fmnist-classifier.safetensors
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from tqdm import tqdm
+
+from ..core.atomic import atomic_write
+
+FEATURES = 128
+
+
+class FashionClassifier(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+            nn.Conv2d(64, FEATURES, 3, padding=1), nn.BatchNorm2d(FEATURES), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )  # fmt: skip
+        self.head = nn.Linear(FEATURES, 10)
+
+    def features(self, x: Tensor) -> Tensor:
+        """(B, 128) penultimate features of images in [-1, 1]."""
+        return self.body(x.mean(1, keepdim=True))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
+
+
+def load_classifier(path: str) -> FashionClassifier:
+    model = FashionClassifier()
+    model.load_state_dict(load_file(path))
+    return model.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch: int = 1000) -> float:
+    correct = sum(
+        (model(x[i : i + batch]).argmax(1) == y[i : i + batch]).sum().item()
+        for i in range(0, len(x), batch)
+    )
+    return correct / len(x)
+
+
+def train_classifier(out: str, epochs: int = 2, batch_size: int = 128, seed: int = 0) -> dict:
+    from .. import __version__
+    from ..training.fashion_mnist import load_split
+
+    torch.manual_seed(seed)
+    x, y = load_split("train")
+    x_test, y_test = load_split("test")
+    model = FashionClassifier()
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    steps = epochs * (len(x) // batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=steps)
+    bar = tqdm(total=steps, desc="train classifier")
+    for _ in range(epochs):
+        perm = torch.randperm(len(x))
+        for i in range(len(x) // batch_size):
+            idx = perm[i * batch_size : (i + 1) * batch_size]
+            xb = x[idx]
+            shift = torch.randint(-2, 3, (2,))  # light augmentation: small translations
+            xb = torch.roll(xb, shifts=(int(shift[0]), int(shift[1])), dims=(2, 3))
+            loss = F.cross_entropy(model(xb), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    model.eval()
+    result = {
+        "test_accuracy": accuracy(model, x_test, y_test),
+        "train_accuracy": accuracy(model, x[:10000], y[:10000]),
+        "epochs": epochs,
+        "seed": seed,
+        "version": __version__,
+    }
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    atomic_write(
+        out,
+        lambda tmp: save_file(
+            tensors, tmp, metadata={"test_accuracy": str(result["test_accuracy"])}
+        ),
+    )
+    Path(out).with_suffix(".json").write_text(json.dumps(result, indent=2))
+    print(f"classifier saved to {out}: test accuracy {result['test_accuracy']:.4f}")
+    return result
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="Train the Fashion-MNIST metric classifier")
+    parser.add_argument("--out", default="load/lmcsds/priors/fmnist-classifier.safetensors")
+    parser.add_argument("--epochs", type=int, default=2)
+    args = parser.parse_args(argv)
+    train_classifier(args.out, args.epochs)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,371 @@
+"""The paper's 2D experiments (Sec. 5.1) on any IF-shaped prior, SDS vs LMC-SDS.
+
+Synthesis: from 50% grey, per prompt, across losses, guidance weights omega, seeds, and standard
+vs fixed epsilon. Editing: from held-out images of one class towards a prompt of another, with
+and without the L2 term. Metrics come from ``metrics.py`` against real images of the target
+class, with the Fashion-MNIST classifier for faithfulness and features. Output: CSV + markdown
+tables, PNG grids and plots.
+
+    python -m lmcsds.evaluation.experiments synthesis --out results/synthesis
+    python -m lmcsds.evaluation.experiments edit --out results/editing
+"""
+
+import argparse
+import csv
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from ..core.checkpoint import load_corrective  # noqa: E402
+from ..core.lmc_sds import StepConfig  # noqa: E402
+from ..core.prior import IFPrior  # noqa: E402
+from ..core.text import encode_prompts  # noqa: E402
+from . import metrics as M  # noqa: E402
+from .optimise import OptimConfig, optimise  # noqa: E402
+from .spectra import radial_power_spectrum  # noqa: E402
+
+PRIOR = "load/lmcsds/priors/fmnist-if-32"
+CORRECTIVE = "load/lmcsds/correctives/fmnist-if-32.safetensors"
+CLASSIFIER = "load/lmcsds/priors/fmnist-classifier.safetensors"
+LABELS = {"lmc-sds": "LMC-SDS", "sds": "SDS", "cond": "cond only"}
+
+
+@dataclass
+class Setup:
+    """The prior, its corrective, prompts per class, real images per class, classifier."""
+
+    prior: IFPrior
+    corrective: object
+    prompts: List[str]
+    emb_y: torch.Tensor  # (n_classes, 77, d)
+    emb_0: torch.Tensor  # (1, 77, d)
+    real: Dict[int, torch.Tensor] = field(default_factory=dict)
+    classifier: Optional[torch.nn.Module] = None
+    normalization: str = "global"  # Eq. 10 statistics of the corrective
+
+
+def fashion_mnist_setup(
+    prior_path=PRIOR,
+    corrective_path=CORRECTIVE,
+    classifier_path=CLASSIFIER,
+    classes: Sequence[int] = tuple(range(10)),
+    real_per_class: int = 200,
+) -> Setup:
+    from ..training.fashion_mnist import class_prompt, load_split
+    from .classifier import load_classifier
+
+    prior = IFPrior.from_pretrained(prior_path, device="cpu", half_precision=False)
+    corrective, normalization = None, "global"
+    if Path(corrective_path).exists():
+        corrective, meta = load_corrective(corrective_path, prior.prior_id, prior.resolution)
+        normalization = meta.normalization
+    prompts = [class_prompt(c) for c in classes]
+    emb = encode_prompts(prior_path, prompts + [""])
+    x, y = load_split("test")
+    real = {c: x[y == c][:real_per_class] for c in classes}
+    classifier = load_classifier(classifier_path) if Path(classifier_path).exists() else None
+    return Setup(prior, corrective, prompts, emb[:-1], emb[-1:], real, classifier, normalization)
+
+
+@dataclass
+class Run:
+    loss: str
+    omega: float
+    fixed_noise: bool = False
+    l2_weight: float = 0.0
+
+    @property
+    def name(self) -> str:
+        extra = (" fixed-eps" if self.fixed_noise else "") + (
+            f" L2 {self.l2_weight}" if self.l2_weight else ""
+        )
+        return f"{LABELS[self.loss]} w={self.omega:g}{extra}"
+
+
+def run_grid(
+    setup: Setup,
+    runs: Sequence[Run],
+    init: torch.Tensor,
+    targets: torch.Tensor,
+    cfg: OptimConfig,
+    seed: int = 0,
+) -> Dict[str, torch.Tensor]:
+    """Optimise ``init`` (N, 3, S, S) towards class ``targets`` (N,) once per run."""
+    results = {}
+    total = cfg.steps * len(runs)
+    with tqdm(total=total, desc="optimising", unit="step") as bar:
+        for run in runs:
+            if run.loss == "lmc-sds" and setup.corrective is None:
+                raise FileNotFoundError(f"{CORRECTIVE}: LMC-SDS needs the prior's corrective")
+            step_cfg = StepConfig(run.loss, run.omega, setup.normalization)
+            run_cfg = OptimConfig(**{**asdict(cfg), "l2_weight": run.l2_weight})
+            results[run.name] = optimise(
+                setup.prior, setup.corrective, init, setup.emb_y[targets], setup.emb_0, step_cfg,
+                run_cfg, seed=seed, fixed_noise=run.fixed_noise, progress=bar,
+            )  # fmt: skip
+    return results
+
+
+def grid_metrics(
+    setup: Setup,
+    results: Dict[str, torch.Tensor],
+    targets: torch.Tensor,
+    sources: Optional[torch.Tensor] = None,
+) -> List[dict]:
+    """One row per run: metrics pooled over target classes (each against its own real images)."""
+    rows = []
+    for name, images in results.items():
+        per_class = []
+        for c in targets.unique().tolist():
+            sel = targets == c
+            small = images[sel]
+            if small.shape[-1] != setup.prior.resolution:
+                small = torch.nn.functional.interpolate(
+                    small, setup.prior.resolution, mode="bilinear", antialias=True
+                )
+            per_class.append(M.image_metrics(small, setup.real[c], setup.classifier, targets[sel]))
+        row = {"run": name}
+        for key in per_class[0]:
+            row[key] = sum(p[key] for p in per_class) / len(per_class)
+        if sources is not None and setup.classifier is not None:
+            row["feature_distance_to_source"] = (
+                M.feature_distance(
+                    setup.classifier.features(images), setup.classifier.features(sources)
+                )
+                .mean()
+                .item()
+            )
+        rows.append(row)
+    return rows
+
+
+def write_tables(rows: List[dict], out: Path, title: str) -> None:
+    keys = list(rows[0])
+    with open(out / "metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = [f"# {title}", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(fmt(r[k]) for k in keys) + " |" for r in rows]
+    (out / "metrics.md").write_text("\n".join(lines) + "\n")
+
+
+def save_grid(
+    results: Dict[str, torch.Tensor],
+    real: Optional[torch.Tensor],
+    path: Path,
+    columns: int,
+    col_titles: Optional[List[str]] = None,
+) -> None:
+    """One row per run (first ``columns`` images), plus a row of real images if given."""
+    rows = list(results.items()) + ([("real", real)] if real is not None else [])
+    fig, axes = plt.subplots(
+        len(rows), columns, figsize=(1.1 * columns + 1.6, 1.15 * len(rows)), squeeze=False
+    )
+    for r, (name, imgs) in enumerate(rows):
+        for c in range(columns):
+            ax = axes[r, c]
+            ax.set_xticks([]), ax.set_yticks([])
+            if c < len(imgs):
+                ax.imshow((imgs[c].permute(1, 2, 0).cpu().numpy() * 0.5 + 0.5).clip(0, 1))
+            if c == 0:
+                ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=7)
+            if r == 0 and col_titles:
+                ax.set_title(col_titles[c], fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_statistics(
+    setup: Setup, results: Dict[str, torch.Tensor], targets: torch.Tensor, out: Path
+) -> None:
+    """Radially averaged spectra and vertical-derivative histograms against real images."""
+    real = torch.cat([setup.real[c] for c in targets.unique().tolist()])
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    spec = radial_power_spectrum(real).mean(0)
+    freqs = torch.arange(1, len(spec) + 1)
+    a1.loglog(freqs, spec, "k-", lw=2, label="real")
+    centers = torch.linspace(-M.DERIVATIVE_RANGE, M.DERIVATIVE_RANGE, M.DERIVATIVE_BINS)
+    a2.semilogy(centers, M.vertical_derivative_histogram(real) + 1e-6, "k-", lw=2, label="real")
+    for name, images in results.items():
+        small = images
+        if images.shape[-1] != setup.prior.resolution:
+            small = torch.nn.functional.interpolate(
+                images, setup.prior.resolution, mode="bilinear", antialias=True
+            )
+        a1.loglog(freqs, radial_power_spectrum(small).mean(0), label=name, lw=1)
+        a2.semilogy(centers, M.vertical_derivative_histogram(small) + 1e-6, label=name, lw=1)
+    a1.set_xlabel("frequency (cycles / image)"), a1.set_ylabel("power")
+    a1.set_title("radially averaged power spectrum")
+    a2.set_xlabel("vertical derivative"), a2.set_ylabel("frequency")
+    a2.set_title("vertical-derivative histogram")
+    a2.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out / "statistics.png", dpi=110)
+    plt.close(fig)
+
+
+def plot_vs_omega(rows: List[dict], runs: Sequence[Run], out: Path) -> None:
+    keys = [
+        k
+        for k in ("accuracy", "relative_hf_energy", "clipped_fraction", "feature_mmd")
+        if k in rows[0]
+    ]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.4 * len(keys), 3), squeeze=False)
+    by_name = {r["run"]: r for r in rows}
+    series = {}
+    for run in runs:
+        series.setdefault((run.loss, run.fixed_noise, run.l2_weight), []).append(run)
+    for ax, key in zip(axes[0], keys):
+        for (loss, fixed, l2), members in series.items():
+            xs = [m.omega for m in members]
+            ys = [by_name[m.name][key] for m in members]
+            label = LABELS[loss] + (" fixed-eps" if fixed else "") + (f" L2 {l2}" if l2 else "")
+            ax.plot(xs, ys, "o-", label=label)
+        ax.set_xscale("log"), ax.set_xlabel("omega"), ax.set_title(key)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "vs_omega.png", dpi=110)
+    plt.close(fig)
+
+
+def synthesis(
+    setup: Setup,
+    out: Path,
+    losses=("sds", "lmc-sds"),
+    omegas=(2, 5, 10, 20, 50),
+    seeds: int = 4,
+    fixed: Sequence[bool] = (False,),
+    cfg: OptimConfig = OptimConfig(),
+    size: Optional[int] = None,
+) -> List[dict]:
+    out.mkdir(parents=True, exist_ok=True)
+    n_classes = len(setup.prompts)
+    size = size or setup.prior.resolution
+    targets = torch.arange(n_classes).repeat_interleave(seeds)  # class-major, `seeds` per class
+    init = torch.zeros(len(targets), 3, size, size)  # 50% grey
+    runs = [Run(loss, float(w), f) for loss in losses for f in fixed for w in omegas]
+    start = time.time()
+    results = run_grid(setup, runs, init, targets, cfg)
+    rows = grid_metrics(setup, results, targets)
+    write_tables(rows, out, f"Synthesis: {n_classes} prompts x {seeds} seeds, {cfg.steps} steps")
+    first = {k: v[::seeds] for k, v in results.items()}  # seed 0 of each class
+    real = torch.stack([setup.real[c][0] for c in range(n_classes)])
+    if size != setup.prior.resolution:
+        real = torch.nn.functional.interpolate(real, size, mode="bilinear")
+    save_grid(
+        first,
+        real,
+        out / "grid.png",
+        n_classes,
+        [p.replace("a photo of ", "") for p in setup.prompts],
+    )
+    plot_statistics(setup, results, targets, out)
+    plot_vs_omega(rows, runs, out)
+    torch.save({k: v.half() for k, v in results.items()}, out / "images.pt")
+    (out / "config.json").write_text(json.dumps({
+        "losses": list(losses), "omegas": list(omegas), "seeds": seeds, "fixed": list(fixed),
+        "size": size, "optim": asdict(cfg), "seconds": time.time() - start,
+    }, indent=2))  # fmt: skip
+    return rows
+
+
+def editing(
+    setup: Setup,
+    out: Path,
+    losses=("sds", "lmc-sds"),
+    omega: float = 15.0,
+    l2_weights=(0.0, 0.1),
+    per_class: int = 2,
+    cfg: OptimConfig = OptimConfig(
+        steps=500, lr=0.02, lr_end=0.016, decay_steps=500, whole_steps=200
+    ),
+) -> List[dict]:
+    """Held-out images of class c edited towards class (c + 5) % 10 (e.g. t-shirt -> sandal)."""
+    out.mkdir(parents=True, exist_ok=True)
+    n = len(setup.prompts)
+    sources = torch.cat([setup.real[c][-per_class:] for c in range(n)])  # not the metric refs
+    src_class = torch.arange(n).repeat_interleave(per_class)
+    targets = (src_class + n // 2) % n
+    runs = [Run(loss, omega, False, l2) for loss in losses for l2 in l2_weights]
+    results = run_grid(setup, runs, sources, targets, cfg)
+    rows = grid_metrics(setup, results, targets, sources)
+    write_tables(
+        rows, out, f"Editing: {len(sources)} held-out images, omega {omega}, {cfg.steps} steps"
+    )
+    save_grid(
+        {"source": sources[::per_class], **{k: v[::per_class] for k, v in results.items()}},
+        None,
+        out / "grid.png",
+        n,
+    )
+    if "accuracy" in rows[0]:
+        fig, ax = plt.subplots(figsize=(4.5, 3.5))
+        for r in rows:
+            ax.plot(r["feature_distance_to_source"], r["accuracy"], "o")
+            ax.annotate(r["run"], (r["feature_distance_to_source"], r["accuracy"]), fontsize=7)
+        ax.set_xlabel("feature distance to source (lower: closer)")
+        ax.set_ylabel("target-class accuracy")
+        fig.tight_layout()
+        fig.savefig(out / "distance_vs_accuracy.png", dpi=110)
+        plt.close(fig)
+    return rows
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("kind", choices=["synthesis", "edit"])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--prior", default=PRIOR)
+    parser.add_argument("--corrective", default=CORRECTIVE)
+    parser.add_argument("--classifier", default=CLASSIFIER)
+    parser.add_argument("--losses", default="sds,lmc-sds")
+    parser.add_argument("--omegas", default="2,5,10,20,50")
+    parser.add_argument("--seeds", type=int, default=4)
+    parser.add_argument("--fixed", default="false", help="false | true | both")
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--size", type=int, default=None, help="> prior resolution: patches")
+    args = parser.parse_args(argv)
+    setup = fashion_mnist_setup(args.prior, args.corrective, args.classifier)
+    losses = args.losses.split(",")
+    if args.kind == "synthesis":
+        scale = args.steps / 500  # keep the paper's schedule proportions at fewer steps
+        cfg = OptimConfig(
+            steps=args.steps, decay_steps=round(300 * scale), whole_steps=round(150 * scale)
+        )
+        fixed = {"false": (False,), "true": (True,), "both": (False, True)}[args.fixed]
+        synthesis(
+            setup,
+            Path(args.out),
+            losses,
+            [float(w) for w in args.omegas.split(",")],
+            args.seeds,
+            fixed,
+            cfg,
+            args.size,
+        )
+    else:
+        cfg = OptimConfig(
+            steps=args.steps,
+            lr=0.02,
+            lr_end=0.016,
+            decay_steps=args.steps,
+            whole_steps=round(0.4 * args.steps),
+        )
+        editing(setup, Path(args.out), losses, cfg=cfg)
+    print((Path(args.out) / "metrics.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
