@@ -1,13 +1,19 @@
 # Every target runs inside the virtual environment made by `make setup`.
 PY := .venv/bin/python
 
-.PHONY: setup test bench bench-training photos format
+.PHONY: setup test demo bench bench-training photos format
 
 setup:
 	bash scripts/setup.sh
 
 test:
 	$(PY) -m pytest -q tests
+
+demo: $(PY)
+	$(PY) -m lmcsds.evaluation.demo --out results/demo
+
+$(PY):
+	bash scripts/setup.sh
 
 bench:
 	$(PY) -m lmcsds.evaluation.benchmark_guidance --out bench-results/guidance.json

@@ -45,6 +45,19 @@ echo "setup.sh: installing the pinned stack into $VENV (fast when already instal
 site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 echo "$TS" >"$site/threestudio-checkout.pth" # makes `import threestudio` work in the venv
 
+# Fashion-MNIST (Debian package, 30 MB) for the offline prior's experiments and demo
+FMNIST=/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
+if [ ! -f "$FMNIST" ] && [ -z "${FASHION_MNIST_DIR:-}" ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "setup.sh: installing Debian's dataset-fashion-mnist"
+        apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 ||
+            { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null; } ||
+            echo "setup.sh: warning: could not install dataset-fashion-mnist; the demo needs it"
+    else
+        echo "setup.sh: note: the offline demo needs Fashion-MNIST: sudo apt-get install dataset-fashion-mnist (or set FASHION_MNIST_DIR)"
+    fi
+fi
+
 # --- 3. links into threestudio ------------------------------------------------------------
 link() { # link TARGET NAME: NAME -> TARGET, never replacing a real file or folder
     if [ -e "$2" ] && [ ! -L "$2" ]; then

@@ -59,3 +59,32 @@ def load_split(split: str = "train", root: str = FMNIST_DIR) -> Tuple[Tensor, Te
     pad = (RESOLUTION - x.shape[-1]) // 2
     x = torch.nn.functional.pad(x, (pad, pad, pad, pad), value=-1.0)
     return x[:, None].expand(-1, 3, -1, -1).contiguous(), y
+
+
+def export_pngs(split: str, out: str, limit: int = 0) -> int:
+    """Write a split as grey PNG files (class/index.png), padded to 32x32 on black like the
+    prior's training images, e.g. for ``lmcsds train-corrective --images``; returns the count."""
+    from PIL import Image
+
+    folder = Path(FMNIST_DIR)
+    prefix = {"train": "train", "test": "t10k"}[split]
+    images = _read_idx(folder / f"{prefix}-images-idx3-ubyte.gz")
+    labels = _read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz")
+    n = len(images) if limit <= 0 else min(limit, len(images))
+    for i in range(n):
+        path = Path(out) / f"{labels[i]}" / f"{i:05d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pad = (RESOLUTION - images.shape[-1]) // 2
+        Image.fromarray(np.pad(images[i], pad)).save(path)
+    return n
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Export Fashion-MNIST as PNG files")
+    parser.add_argument("--split", default="train", choices=["train", "test"])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--limit", type=int, default=0)
+    args = parser.parse_args()
+    print(f"{export_pngs(args.split, args.out, args.limit)} images written to {args.out}")
