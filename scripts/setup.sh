@@ -3,6 +3,7 @@
 #   1. checks the threestudio checkout in THREESTUDIO_DIR,
 #   2. creates the virtual environment .venv with the pinned stack and this package,
 #   3. links the extension, the configs and load/lmcsds into that checkout.
+# LINK_ONLY=1 skips step 2 (for an existing environment: only check and link).
 # THREESTUDIO_DIR defaults to the offline upstream snapshot ../shared/threestudio, which is a
 # read-only dependency: for it, the links go into an overlay, build/threestudio, whose other
 # entries point at the snapshot. Run threestudio's launch.py from the printed directory.
@@ -36,25 +37,27 @@ if ! grep -q "def load_custom_modules" "$TS/launch.py" ||
 fi
 
 # --- 2. virtual environment -------------------------------------------------------------------
-"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' ||
-    die "$PYTHON is Python $("$PYTHON" -c 'import platform; print(platform.python_version())'); need >= 3.10 (set PYTHON=python3.11)"
-[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-echo "setup.sh: installing the pinned stack into $VENV (fast when already installed)"
-"$VENV/bin/pip" install --disable-pip-version-check -q -r "$ROOT/requirements.txt"
-"$VENV/bin/pip" install --disable-pip-version-check -q --no-deps -e "$ROOT"
-site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-echo "$TS" >"$site/threestudio-checkout.pth" # makes `import threestudio` work in the venv
+if [ "${LINK_ONLY:-0}" != 1 ]; then
+    "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' ||
+        die "$PYTHON is Python $("$PYTHON" -c 'import platform; print(platform.python_version())'); need >= 3.10 (set PYTHON=python3.11)"
+    [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+    echo "setup.sh: installing the pinned stack into $VENV (fast when already installed)"
+    "$VENV/bin/pip" install --disable-pip-version-check -q -r "$ROOT/requirements.txt"
+    "$VENV/bin/pip" install --disable-pip-version-check -q --no-deps -e "$ROOT"
+    site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    echo "$TS" >"$site/threestudio-checkout.pth" # makes `import threestudio` work in the venv
 
-# Fashion-MNIST (Debian package, 30 MB) for the offline prior's experiments and demo
-FMNIST=/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
-if [ ! -f "$FMNIST" ] && [ -z "${FASHION_MNIST_DIR:-}" ]; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        echo "setup.sh: installing Debian's dataset-fashion-mnist"
-        apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 ||
-            { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null; } ||
-            echo "setup.sh: warning: could not install dataset-fashion-mnist; the demo needs it"
-    else
-        echo "setup.sh: note: the offline demo needs Fashion-MNIST: sudo apt-get install dataset-fashion-mnist (or set FASHION_MNIST_DIR)"
+    # Fashion-MNIST (Debian package, 30 MB) for the offline prior's experiments and demo
+    FMNIST=/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
+    if [ ! -f "$FMNIST" ] && [ -z "${FASHION_MNIST_DIR:-}" ]; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            echo "setup.sh: installing Debian's dataset-fashion-mnist"
+            apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 ||
+                { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null; } ||
+                echo "setup.sh: warning: could not install dataset-fashion-mnist; the demo needs it"
+        else
+            echo "setup.sh: note: the offline demo needs Fashion-MNIST: sudo apt-get install dataset-fashion-mnist (or set FASHION_MNIST_DIR)"
+        fi
     fi
 fi
 
