@@ -88,8 +88,8 @@ class IFPrior:
     def eps(self, zt: Tensor, t: Tensor, embeddings: Tensor) -> Tensor:
         """Predicted noise for N rows (N noisy images, N timesteps, N text embeddings)."""
         out = self.unet(
-            zt.to(self.dtype),
-            t.to(self.dtype),
-            encoder_hidden_states=embeddings.to(self.dtype),
+            zt.to(self.device, self.dtype),
+            t.to(self.device),
+            encoder_hidden_states=embeddings.to(self.device, self.dtype),
         ).sample
         return out[:, : zt.shape[1]].float()

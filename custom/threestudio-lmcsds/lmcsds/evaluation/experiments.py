@@ -16,7 +16,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import matplotlib
 
@@ -51,6 +51,41 @@ class Setup:
     real: Dict[int, torch.Tensor] = field(default_factory=dict)
     classifier: Optional[torch.nn.Module] = None
     normalization: str = "global"  # Eq. 10 statistics of the corrective
+    clip: Optional[Callable] = None  # optional CLIP score / R-precision
+    lpips: Optional[Callable] = None  # optional LPIPS to the source (editing)
+
+
+def _prior_and_corrective(prior_path: str, corrective_path: str):
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    prior = IFPrior.from_pretrained(prior_path, device=device, half_precision=device == "cuda")
+    corrective, normalization = None, "global"
+    if Path(corrective_path).exists():
+        corrective, meta = load_corrective(
+            corrective_path, prior.prior_id, prior.resolution, device
+        )
+        normalization = meta.normalization
+    return prior, corrective, normalization
+
+
+def prompt_setup(
+    prior_path: str, corrective_path: str, prompts: List[str], clip_weights: Optional[str] = None
+) -> Setup:
+    """Any IF prior (e.g. DeepFloyd/IF-I-XL-v1.0 on a GPU) with free-form prompts: no real
+    reference images; CLIP and LPIPS metrics when available locally."""
+    from .optional_metrics import clip_scorer, lpips_distance
+
+    prior, corrective, normalization = _prior_and_corrective(prior_path, corrective_path)
+    emb = encode_prompts(prior_path, list(prompts) + [""], prior.device, prior.dtype)
+    return Setup(
+        prior,
+        corrective,
+        list(prompts),
+        emb[:-1],
+        emb[-1:],
+        normalization=normalization,
+        clip=clip_scorer(clip_weights),
+        lpips=lpips_distance(),
+    )
 
 
 def fashion_mnist_setup(
@@ -63,11 +98,7 @@ def fashion_mnist_setup(
     from ..training.fashion_mnist import class_prompt, load_split
     from .classifier import load_classifier
 
-    prior = IFPrior.from_pretrained(prior_path, device="cpu", half_precision=False)
-    corrective, normalization = None, "global"
-    if Path(corrective_path).exists():
-        corrective, meta = load_corrective(corrective_path, prior.prior_id, prior.resolution)
-        normalization = meta.normalization
+    prior, corrective, normalization = _prior_and_corrective(prior_path, corrective_path)
     prompts = [class_prompt(c) for c in classes]
     emb = encode_prompts(prior_path, prompts + [""])
     x, y = load_split("test")
@@ -123,27 +154,37 @@ def grid_metrics(
 ) -> List[dict]:
     """One row per run: metrics pooled over target classes (each against its own real images)."""
     rows = []
+    res = setup.prior.resolution
     for name, images in results.items():
-        per_class = []
-        for c in targets.unique().tolist():
-            sel = targets == c
-            small = images[sel]
-            if small.shape[-1] != setup.prior.resolution:
-                small = torch.nn.functional.interpolate(
-                    small, setup.prior.resolution, mode="bilinear", antialias=True
-                )
-            per_class.append(M.image_metrics(small, setup.real[c], setup.classifier, targets[sel]))
+        images = images.float().cpu()
+        small = images
+        if small.shape[-1] != res:
+            small = torch.nn.functional.interpolate(small, res, mode="bilinear", antialias=True)
         row = {"run": name}
-        for key in per_class[0]:
-            row[key] = sum(p[key] for p in per_class) / len(per_class)
+        if setup.real:  # pooled over target classes, each against its own real images
+            per_class = []
+            for c in targets.unique().tolist():
+                sel = targets == c
+                per_class.append(
+                    M.image_metrics(small[sel], setup.real[c], setup.classifier, targets[sel])
+                )
+            row.update({k: sum(p[k] for p in per_class) / len(per_class) for k in per_class[0]})
+        else:  # no reference images: absolute statistics
+            row["hf_energy"] = M.high_frequency_energy(small).mean().item()
+            row["clipped_fraction"] = M.clipped_fraction(small)
+            row["std"] = small.flatten(1).std(1).mean().item()
+        if setup.clip is not None:
+            row.update(setup.clip(images, [setup.prompts[t] for t in targets.tolist()]))
         if sources is not None and setup.classifier is not None:
             row["feature_distance_to_source"] = (
                 M.feature_distance(
-                    setup.classifier.features(images), setup.classifier.features(sources)
+                    setup.classifier.features(small), setup.classifier.features(sources)
                 )
                 .mean()
                 .item()
             )
+        if sources is not None and setup.lpips is not None:
+            row["lpips_to_source"] = setup.lpips(images, sources).mean().item()
         rows.append(row)
     return rows
 
@@ -191,15 +232,15 @@ def plot_statistics(
     setup: Setup, results: Dict[str, torch.Tensor], targets: torch.Tensor, out: Path
 ) -> None:
     """Radially averaged spectra and vertical-derivative histograms against real images."""
-    real = torch.cat([setup.real[c] for c in targets.unique().tolist()])
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
-    spec = radial_power_spectrum(real).mean(0)
-    freqs = torch.arange(1, len(spec) + 1)
-    a1.loglog(freqs, spec, "k-", lw=2, label="real")
+    freqs = torch.arange(1, setup.prior.resolution // 2 + 1)
     centers = torch.linspace(-M.DERIVATIVE_RANGE, M.DERIVATIVE_RANGE, M.DERIVATIVE_BINS)
-    a2.semilogy(centers, M.vertical_derivative_histogram(real) + 1e-6, "k-", lw=2, label="real")
+    if setup.real:
+        real = torch.cat([setup.real[c] for c in targets.unique().tolist()])
+        a1.loglog(freqs, radial_power_spectrum(real).mean(0), "k-", lw=2, label="real")
+        a2.semilogy(centers, M.vertical_derivative_histogram(real) + 1e-6, "k-", lw=2, label="real")
     for name, images in results.items():
-        small = images
+        small = images.float().cpu()
         if images.shape[-1] != setup.prior.resolution:
             small = torch.nn.functional.interpolate(
                 images, setup.prior.resolution, mode="bilinear", antialias=True
@@ -261,9 +302,11 @@ def synthesis(
     rows = grid_metrics(setup, results, targets)
     write_tables(rows, out, f"Synthesis: {n_classes} prompts x {seeds} seeds, {cfg.steps} steps")
     first = {k: v[::seeds] for k, v in results.items()}  # seed 0 of each class
-    real = torch.stack([setup.real[c][0] for c in range(n_classes)])
-    if size != setup.prior.resolution:
-        real = torch.nn.functional.interpolate(real, size, mode="bilinear")
+    real = None
+    if setup.real:
+        real = torch.stack([setup.real[c][0] for c in range(n_classes)])
+        if size != setup.prior.resolution:
+            real = torch.nn.functional.interpolate(real, size, mode="bilinear")
     save_grid(
         first,
         real,
@@ -336,8 +379,18 @@ def main(argv=None) -> None:
     parser.add_argument("--fixed", default="false", help="false | true | both")
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--size", type=int, default=None, help="> prior resolution: patches")
+    parser.add_argument(
+        "--prompts",
+        help="text file, one prompt per line: any prior, no "
+        "Fashion-MNIST references (e.g. DeepFloyd IF on a GPU)",
+    )
+    parser.add_argument("--clip-weights", help="local open_clip ViT-B/16 weights (optional)")
     args = parser.parse_args(argv)
-    setup = fashion_mnist_setup(args.prior, args.corrective, args.classifier)
+    if args.prompts:
+        prompts = [p.strip() for p in Path(args.prompts).read_text().splitlines() if p.strip()]
+        setup = prompt_setup(args.prior, args.corrective, prompts, args.clip_weights)
+    else:
+        setup = fashion_mnist_setup(args.prior, args.corrective, args.classifier)
     losses = args.losses.split(",")
     if args.kind == "synthesis":
         scale = args.steps / 500  # keep the paper's schedule proportions at fewer steps

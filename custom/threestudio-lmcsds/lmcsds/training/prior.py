@@ -133,6 +133,63 @@ def train_prior(
     return out_dir
 
 
+@torch.no_grad()
+def sample_grid(
+    prior_dir: str,
+    out_png: str,
+    guidance_scale: float = 4.0,
+    steps: int = 100,
+    per_prompt: int = 6,
+    seed: int = 0,
+) -> torch.Tensor:
+    """Samples of the prior's own IF sampler (DDPM, ``steps`` steps, classifier-free guidance
+    ``guidance_scale`` in diffusers' = the paper's convention), one row per class prompt."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from diffusers import IFPipeline
+
+    from ..core.text import encode_prompts
+    from .fashion_mnist import CLASS_NAMES, class_prompt
+
+    pipe = IFPipeline.from_pretrained(
+        prior_dir, text_encoder=None, safety_checker=None, watermarker=None,
+        feature_extractor=None, requires_safety_checker=False,
+    )  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    prompts = [class_prompt(c) for c in range(len(CLASS_NAMES))]
+    emb = encode_prompts(prior_dir, prompts + [""])
+    emb_y = emb[:-1].repeat_interleave(per_prompt, 0)
+    images = pipe(
+        prompt_embeds=emb_y, negative_prompt_embeds=emb[-1:].expand(len(emb_y), -1, -1),
+        num_inference_steps=steps, guidance_scale=guidance_scale, output_type="pt",
+        generator=torch.Generator().manual_seed(seed),
+    ).images.clamp(-1, 1)  # fmt: skip
+    fig, axes = plt.subplots(
+        len(prompts), per_prompt, figsize=(per_prompt * 0.9 + 1.8, len(prompts) * 0.95)
+    )
+    for i, ax in enumerate(axes.flat):
+        ax.imshow((images[i].permute(1, 2, 0).numpy() * 0.5 + 0.5).clip(0, 1))
+        ax.set_xticks([]), ax.set_yticks([])
+        if i % per_prompt == 0:
+            ax.set_ylabel(
+                prompts[i // per_prompt].replace("a photo of ", ""),
+                rotation=0,
+                ha="right",
+                va="center",
+                fontsize=7,
+            )
+    fig.suptitle(
+        f"{Path(prior_dir).name}: IF sampler, {steps} steps, guidance {guidance_scale:g}",
+        fontsize=8,
+    )
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return images
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="load/lmcsds/priors/fmnist-if-32")
@@ -142,7 +199,11 @@ def main(argv=None) -> None:
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
+    parser.add_argument("--samples-only", action="store_true", help="only draw the sample grid")
     args = parser.parse_args(argv)
+    if args.samples_only:
+        sample_grid(args.out, str(Path(args.out) / "samples.png"))
+        return
     train_prior(
         args.out,
         args.minutes,
