@@ -44,6 +44,14 @@ def prompt_table(pipe) -> torch.Tensor:
     return pipe.text_encoder(tokens.input_ids, attention_mask=tokens.attention_mask)[0]
 
 
+def _tokenizer_from_bytes(model: bytes, path: Path):
+    """The T5 tokenizer of a checkpoint (its sentencepiece model is stored as bytes)."""
+    from transformers import T5Tokenizer
+
+    path.write_bytes(model)
+    return T5Tokenizer(vocab_file=str(path), extra_ids=100)
+
+
 def train_prior(
     out: str,
     minutes: float,
@@ -65,7 +73,7 @@ def train_prior(
     if resume and ckpt.exists():
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
         pipe.text_encoder.load_state_dict(state["text_encoder"])
-        pipe.tokenizer = state["tokenizer"]
+        pipe.tokenizer = _tokenizer_from_bytes(state["spiece_model"], ckpt.with_suffix(".spiece"))
         pipe.unet.load_state_dict(state["unet"])
     unet, scheduler = pipe.unet.train(), pipe.scheduler
     ema = copy.deepcopy(unet).eval().requires_grad_(False)
@@ -83,7 +91,8 @@ def train_prior(
     def save(step: int) -> None:
         state = {
             "unet": unet.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
-            "text_encoder": pipe.text_encoder.state_dict(), "tokenizer": pipe.tokenizer,
+            "text_encoder": pipe.text_encoder.state_dict(),
+            "spiece_model": pipe.tokenizer.sp_model.serialized_model_proto(),
             "step": step,
         }  # fmt: skip
         atomic_write(ckpt, lambda tmp: torch.save(state, tmp))

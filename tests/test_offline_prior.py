@@ -1,0 +1,102 @@
+"""The offline Fashion-MNIST prior: its trainer resumes, the committed artifacts load and pass
+their checks, the experiment runner and the demo run a few steps on them."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from .conftest import ROOT
+
+LOAD = ROOT / "load" / "lmcsds"
+PRIOR = LOAD / "priors" / "fmnist-if-32"
+CORRECTIVE = LOAD / "correctives" / "fmnist-if-32.safetensors"
+CLASSIFIER = LOAD / "priors" / "fmnist-classifier.safetensors"
+
+
+def fmnist_available() -> bool:
+    from lmcsds.training.fashion_mnist import FMNIST_DIR
+
+    return (Path(FMNIST_DIR) / "t10k-images-idx3-ubyte.gz").exists()
+
+
+needs_fmnist = pytest.mark.skipif(
+    not fmnist_available(), reason="dataset-fashion-mnist not installed (make setup installs it)"
+)
+
+
+def test_committed_prior_corrective_and_classifier_load_and_check():
+    from lmcsds.core import IFPrior, load_corrective
+    from lmcsds.evaluation.classifier import load_classifier
+
+    prior = IFPrior.from_pretrained(str(PRIOR), device="cpu", half_precision=False)
+    assert (prior.prior_id, prior.resolution) == ("fmnist-if-32", 32)
+    assert prior.unet.config.out_channels == 6
+    assert prior.scheduler.config.variance_type == "learned_range"
+    model, meta = load_corrective(CORRECTIVE, prior.prior_id, prior.resolution)
+    assert meta.training_steps > 0
+    assert load_classifier(str(CLASSIFIER))(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    report = json.loads((CLASSIFIER.with_suffix(".json")).read_text())
+    assert report["test_accuracy"] > 0.85
+
+
+@needs_fmnist
+def test_classifier_accuracy_on_real_test_images():
+    from lmcsds.evaluation.classifier import accuracy, load_classifier
+    from lmcsds.training.fashion_mnist import load_split
+
+    x, y = load_split("test")
+    assert accuracy(load_classifier(str(CLASSIFIER)), x[:2000], y[:2000]) > 0.85
+
+
+@needs_fmnist
+def test_experiment_runner_few_steps(tmp_path):
+    from lmcsds.evaluation.experiments import editing, fashion_mnist_setup, synthesis
+    from lmcsds.evaluation.optimise import OptimConfig
+
+    setup = fashion_mnist_setup(str(PRIOR), str(CORRECTIVE), str(CLASSIFIER), classes=(0, 7))
+    rows = synthesis(
+        setup,
+        tmp_path / "syn",
+        ("sds", "lmc-sds"),
+        (5.0,),
+        2,
+        (False, True),
+        OptimConfig(steps=3, decay_steps=2, whole_steps=1),
+        size=48,
+    )
+    assert {r["run"] for r in rows} == {
+        "SDS w=5",
+        "LMC-SDS w=5",
+        "SDS w=5 fixed-eps",
+        "LMC-SDS w=5 fixed-eps",
+    }
+    for name in ("grid.png", "statistics.png", "vs_omega.png", "metrics.md", "metrics.csv"):
+        assert (tmp_path / "syn" / name).stat().st_size > 0
+    assert 0 <= rows[0]["accuracy"] <= 1 and rows[0]["diversity"] >= 0
+    rows = editing(
+        setup,
+        tmp_path / "edit",
+        ("lmc-sds",),
+        l2_weights=(0.1,),
+        per_class=1,
+        cfg=OptimConfig(steps=2, whole_steps=1),
+    )
+    assert rows[0]["feature_distance_to_source"] >= 0
+
+
+@needs_fmnist
+def test_prior_trainer_resumes(tmp_path, monkeypatch):
+    from lmcsds.core import IFPrior
+    from lmcsds.training.prior import train_prior
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "build").mkdir()
+    train_prior(str(tmp_path / "p"), minutes=10, steps=1, batch_size=4, checkpoint_every=1)
+    ckpt = torch.load(tmp_path / "build" / "p-training.ckpt", weights_only=False)
+    assert ckpt["step"] == 1
+    train_prior(str(tmp_path / "p"), minutes=10, steps=2, batch_size=4, checkpoint_every=1)
+    assert torch.load(tmp_path / "build" / "p-training.ckpt", weights_only=False)["step"] == 2
+    prior = IFPrior.from_pretrained(str(tmp_path / "p"), device="cpu", half_precision=False)
+    assert prior.resolution == 32
