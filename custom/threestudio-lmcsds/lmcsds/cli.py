@@ -145,7 +145,7 @@ def cmd_train(args) -> None:
     print(f"or copy it to load/lmcsds/correctives/{prior_id}.safetensors (the config's default)")
     if args.val_images:
         args.checkpoint, args.images = str(final), args.val_images
-        args.report_out = str(out / "report")
+        args.report_out = args.report_out or str(out / "report")
         if (out / "empty_embedding.pt").exists():
             args.empty_embedding = str(out / "empty_embedding.pt")
         cmd_report(args)

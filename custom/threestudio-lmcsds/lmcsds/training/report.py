@@ -51,7 +51,8 @@ def corrective_report(
         checkpoint, prior.prior_id, prior.resolution, map_location=prior.device
     )
     mode = meta.normalization
-    z = CropSampler(val_paths, prior.resolution, seed=seed).batch(0, num_images).to(prior.device)
+    sampler = CropSampler(val_paths, prior.resolution, seed=seed, photos_per_batch=num_images)
+    z = sampler.batch(0, num_images).to(prior.device)  # one photo per crop
     gen = seeded_generator(seed, 1)
     rows = []
     for lo, hi in BUCKETS:

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The measured comparison in the README (CPU, about 30 minutes): synthesis omega sweep,
+# fixed vs standard epsilon, editing; results in docs/results/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+OUT=${OUT:-docs/results}
+STEPS=${STEPS:-200}
+$PY -m lmcsds.evaluation.experiments synthesis --out "$OUT/synthesis" --losses sds,lmc-sds,cond \
+    --omegas 2,5,10,20,50 --seeds 2 --steps "$STEPS"
+$PY -m lmcsds.evaluation.experiments synthesis --out "$OUT/diversity" --losses sds,lmc-sds \
+    --omegas 10 --seeds 4 --fixed both --steps "$STEPS"
+$PY -m lmcsds.evaluation.experiments edit --out "$OUT/editing" --losses sds,lmc-sds --steps "$STEPS"
