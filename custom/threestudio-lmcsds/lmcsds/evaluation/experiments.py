@@ -51,6 +51,7 @@ class Setup:
     real: Dict[int, torch.Tensor] = field(default_factory=dict)
     classifier: Optional[torch.nn.Module] = None
     normalization: str = "global"  # Eq. 10 statistics of the corrective
+    labels: List[int] = field(default_factory=list)  # classifier label of each prompt
     clip: Optional[Callable] = None  # optional CLIP score / R-precision
     lpips: Optional[Callable] = None  # optional LPIPS to the source (editing)
 
@@ -102,9 +103,19 @@ def fashion_mnist_setup(
     prompts = [class_prompt(c) for c in classes]
     emb = encode_prompts(prior_path, prompts + [""])
     x, y = load_split("test")
-    real = {c: x[y == c][:real_per_class] for c in classes}
+    real = {i: x[y == c][:real_per_class] for i, c in enumerate(classes)}  # by prompt index
     classifier = load_classifier(classifier_path) if Path(classifier_path).exists() else None
-    return Setup(prior, corrective, prompts, emb[:-1], emb[-1:], real, classifier, normalization)
+    return Setup(
+        prior,
+        corrective,
+        prompts,
+        emb[:-1],
+        emb[-1:],
+        real,
+        classifier,
+        normalization,
+        labels=list(classes),
+    )
 
 
 @dataclass
@@ -155,6 +166,7 @@ def grid_metrics(
     """One row per run: metrics pooled over target classes (each against its own real images)."""
     rows = []
     res = setup.prior.resolution
+    labels = torch.tensor(setup.labels)[targets] if setup.labels else targets
     for name, images in results.items():
         images = images.float().cpu()
         small = images
@@ -166,7 +178,7 @@ def grid_metrics(
             for c in targets.unique().tolist():
                 sel = targets == c
                 per_class.append(
-                    M.image_metrics(small[sel], setup.real[c], setup.classifier, targets[sel])
+                    M.image_metrics(small[sel], setup.real[c], setup.classifier, labels[sel])
                 )
             row.update({k: sum(p[k] for p in per_class) / len(per_class) for k in per_class[0]})
         else:  # no reference images: absolute statistics
