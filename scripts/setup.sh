@@ -46,6 +46,9 @@ if [ "${LINK_ONLY:-0}" != 1 ]; then
     "$VENV/bin/pip" install --disable-pip-version-check -q --no-deps -e "$ROOT"
     site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
     echo "$TS" >"$site/threestudio-checkout.pth" # makes `import threestudio` work in the venv
+    # CPU mode start-up hook: acts only when LMCSDS_DEVICE is set (lmcsds/adapter/cpu_mode.py)
+    echo 'import os; os.environ.get("LMCSDS_DEVICE") and __import__("lmcsds.adapter.cpu_mode", fromlist=["boot"]).boot()' \
+        >"$site/lmcsds_cpu_mode.pth"
 
     # Fashion-MNIST (Debian package, 30 MB) for the offline prior's experiments and demo
     FMNIST=/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz

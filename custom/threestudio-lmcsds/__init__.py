@@ -13,4 +13,11 @@ try:
 except ImportError:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import lmcsds.adapter.guidance  # noqa: E402,F401  (registers the components)
+import lmcsds.adapter.cpu_mode  # noqa: E402
+
+lmcsds.adapter.cpu_mode.activate()  # only with LMCSDS_DEVICE=cpu; otherwise does nothing
+
+import lmcsds.adapter.dense_renderer  # noqa: E402,F401  (each import registers components)
+import lmcsds.adapter.guidance  # noqa: E402,F401
+import lmcsds.adapter.prompt_processor  # noqa: E402,F401
+import lmcsds.adapter.system  # noqa: E402,F401

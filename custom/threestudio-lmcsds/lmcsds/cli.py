@@ -98,6 +98,7 @@ def cmd_train(args) -> None:
         normalization=args.normalization,
         base_channels=args.base_channels,
         depth=args.depth,
+        residual=args.residual,
         checkpoint_every=args.checkpoint_every,
         log_every=args.log_every,
         workers=args.workers,
@@ -213,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--normalization", default="global", choices=["global", "per_channel", "none"])
     t.add_argument("--base-channels", type=int, default=32)
     t.add_argument("--depth", type=int, default=4)
+    t.add_argument(
+        "--residual",
+        action="store_true",
+        help="corrective = z + U(z, t), identity at start (not the paper's; see README)",
+    )
     t.add_argument("--checkpoint-every", type=int, default=1000)
     t.add_argument("--log-every", type=int, default=50)
     t.add_argument("--workers", type=int, default=2, help="DataLoader workers")

@@ -23,6 +23,9 @@ class CorrectiveConfig:
     depth: int = 4
     t_frequencies: int = 5  # 2 * 5 = 10 encoding channels, as in the paper
     image_channels: int = 3
+    # False: the paper's network, tanh(U(z, t)). True: z + U(z, t) with a zero-initialised last
+    # layer, i.e. the identity at initialisation (not in the paper; see ``CorrectiveUNet``).
+    residual: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,7 +48,13 @@ def _double_conv(c_in: int, c_out: int) -> nn.Sequential:
 
 
 class CorrectiveUNet(nn.Module):
-    """bhat_psi: predicts E_eps[zhat_t | z, t] from a clean image z and timestep t."""
+    """bhat_psi: predicts E_eps[zhat_t | z, t] from a clean image z and timestep t.
+
+    With ``residual=True`` it predicts a correction to z. At small t, E[zhat_t] is almost z, and
+    an under-trained tanh network that misses part of z (colour, contrast) turns g_lmc into an
+    amplifier of exactly that part (see the README's investigation); the residual form starts
+    at g_lmc = z - zhat_t, the SDS projection direction without its weight, and learns the bias.
+    """
 
     def __init__(
         self, config: CorrectiveConfig = CorrectiveConfig(), num_train_timesteps: int = 1000
@@ -67,6 +76,9 @@ class CorrectiveUNet(nn.Module):
             self.up.append(nn.ConvTranspose2d(w, w_skip, 2, stride=2))
             self.decode.append(_double_conv(2 * w_skip, w_skip))
         self.out = nn.Conv2d(widths[0], config.image_channels, 1)
+        if config.residual:
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
 
     @property
     def min_resolution_multiple(self) -> int:
@@ -88,4 +100,6 @@ class CorrectiveUNet(nn.Module):
         x = self.bottleneck(x)
         for up, block, skip in zip(self.up, self.decode, reversed(skips)):
             x = block(torch.cat([up(x), skip], dim=1))
+        if self.config.residual:
+            return z + self.out(x)
         return torch.tanh(self.out(x))

@@ -36,6 +36,7 @@ class TrainConfig:
     normalization: str = "global"
     base_channels: int = 32
     depth: int = 4
+    residual: bool = False  # corrective predicts z + correction (see CorrectiveConfig)
     checkpoint_every: int = 1000
     log_every: int = 50
     workers: int = 2
@@ -54,6 +55,7 @@ class TrainConfig:
         "normalization",
         "base_channels",
         "depth",
+        "residual",
     )
 
 
@@ -100,7 +102,9 @@ def train_corrective(
     )
     fabric.launch()
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    arch = CorrectiveConfig(base_channels=cfg.base_channels, depth=cfg.depth)
+    arch = CorrectiveConfig(
+        base_channels=cfg.base_channels, depth=cfg.depth, residual=cfg.residual
+    )
     model = CorrectiveUNet(arch, num_train_timesteps)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_decay_every, cfg.lr_decay)
@@ -110,11 +114,8 @@ def train_corrective(
         if not ckpt.exists():
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}")
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        changed = {
-            k: (state["config"][k], getattr(cfg, k))
-            for k in TrainConfig.FIXED_ON_RESUME
-            if state["config"].get(k) != getattr(cfg, k)
-        }
+        saved = {k: state["config"].get(k, getattr(TrainConfig, k)) for k in cfg.FIXED_ON_RESUME}
+        changed = {k: (v, getattr(cfg, k)) for k, v in saved.items() if v != getattr(cfg, k)}
         if changed or state["prior_id"] != prior_id:
             raise ValueError(
                 f"--resume {ckpt}: settings differ from the checkpoint's "

@@ -1,0 +1,45 @@
+"""DeepFloyd prompt processor that loads T5 in full precision instead of 8-bit.
+
+threestudio's ``deep-floyd-prompt-processor`` loads T5 with ``load_in_8bit`` (bitsandbytes, CUDA
+only). This variant encodes with the same tokenisation (``lmcsds.core.text``) in float32, on the
+GPU when one is used and on the CPU otherwise, and writes the same cache files, so everything
+downstream (view-dependent prompts, negative prompts, the cache) is the built-in behaviour.
+The encoder lives in this importable module, so ``spawn: true`` works as upstream.
+"""
+
+import os
+from dataclasses import dataclass
+from typing import List
+
+import torch
+
+import threestudio
+from threestudio.models.prompt_processors.base import hash_prompt
+from threestudio.models.prompt_processors.deepfloyd_prompt_processor import (
+    DeepFloydPromptProcessor,
+)
+
+from ..core.text import encode_prompts
+from .cpu_mode import requested_device
+
+
+def encode_to_cache(pretrained_model_name_or_path: str, prompts: List[str], cache_dir: str) -> None:
+    """Encode ``prompts`` with the prior's T5 in float32 and save one cache file per prompt."""
+    device = requested_device() or ("cuda" if torch.cuda.is_available() else "cpu")
+    embeddings = encode_prompts(pretrained_model_name_or_path, prompts, device, torch.float32)
+    for prompt, embedding in zip(prompts, embeddings):
+        name = f"{hash_prompt(pretrained_model_name_or_path, prompt)}.pt"
+        torch.save(embedding, os.path.join(cache_dir, name))
+
+
+@threestudio.register("lmcsds-deep-floyd-prompt-processor")
+class FullPrecisionDeepFloydPromptProcessor(DeepFloydPromptProcessor):
+    @dataclass
+    class Config(DeepFloydPromptProcessor.Config):
+        pass
+
+    cfg: Config
+
+    @staticmethod
+    def spawn_func(pretrained_model_name_or_path, prompts, cache_dir):
+        encode_to_cache(pretrained_model_name_or_path, prompts, cache_dir)

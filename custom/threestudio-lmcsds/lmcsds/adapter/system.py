@@ -1,0 +1,71 @@
+"""``dreamfusion-system`` plus guidance visualisation during training.
+
+threestudio's DreamFusion system never asks its guidance for ``guidance_eval``. This subclass
+does, every ``guidance_eval_every`` steps, and saves one grid per such step: the render, then
+every ``imgs_*`` image the guidance returns (for LMC-SDS: the noisy input, zhat_t, b-hat, g_cond
+and g_lmc; for the built-in guidance its one-step and final denoisings), one row per batch item.
+With ``guidance_eval_every: 0`` (default) it is exactly ``dreamfusion-system``.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+import threestudio
+from threestudio.systems.dreamfusion import DreamFusion
+
+
+@threestudio.register("lmcsds-dreamfusion-system")
+class GuidanceVisualisingDreamFusion(DreamFusion):
+    @dataclass
+    class Config(DreamFusion.Config):
+        guidance_eval_every: int = 0  # save the guidance images every N training steps; 0: never
+
+    cfg: Config
+
+    def _guidance_eval_due(self) -> bool:
+        every = self.cfg.guidance_eval_every
+        return every > 0 and self.true_global_step % every == 0
+
+    def training_step(self, batch, batch_idx):
+        if not self._guidance_eval_due():
+            return super().training_step(batch, batch_idx)
+        guidance = self.guidance
+
+        def guidance_with_eval(rgb, *args, **kwargs):
+            out = guidance(rgb, *args, **kwargs, guidance_eval=True)
+            self.save_guidance_images(rgb, out.pop("eval"))
+            return out
+
+        # swap the guidance for this one call (it is a plain attribute, or a submodule that an
+        # instance attribute shadows), then put back exactly what was there
+        state = self.__dict__
+        had, previous = "guidance" in state, state.get("guidance")
+        state["guidance"] = guidance_with_eval
+        try:
+            return super().training_step(batch, batch_idx)
+        finally:
+            if had:
+                state["guidance"] = previous
+            else:
+                del state["guidance"]
+
+    @torch.no_grad()
+    def save_guidance_images(self, rgb: torch.Tensor, eval_out: dict) -> str:
+        """One grid: rows = batch items, columns = the render and each ``imgs_*`` image."""
+        n, size = eval_out["bs"], max(rgb.shape[1], 128)  # small renders upscaled to read
+        names = sorted(k for k in eval_out if k.startswith("imgs_"))
+
+        def column(x: torch.Tensor) -> torch.Tensor:  # (n, h, w, 3) -> (n * size, size, 3)
+            x = F.interpolate(x[:n].permute(0, 3, 1, 2).float(), (size, size), mode="nearest")
+            return x.permute(0, 2, 3, 1).reshape(-1, size, 3)
+
+        images = [column(rgb.detach())] + [column(eval_out[k]) for k in names]
+        return self.save_image_grid(
+            f"it{self.true_global_step}-guidance.png",
+            [{"type": "rgb", "img": img, "kwargs": {"data_format": "HWC"}} for img in images],
+            name="guidance_eval",
+            step=self.true_global_step,
+            texts=eval_out.get("texts"),
+        )
