@@ -5,6 +5,7 @@ lmcsds generate-triplets --prior ... --images photos/ --cache cache/ --num-tripl
 lmcsds train-corrective --cache cache/ --out runs/bhat          # no prior in memory
 lmcsds report-corrective --checkpoint runs/bhat/IF-I-XL-v1.0.safetensors --prior ... --images val/
 lmcsds gather-photos --out data/photos                          # offline natural photos
+lmcsds compare --threestudio TS --config configs/lmcsds-dreamfusion.yaml --prompt "..." --out o
 """
 
 import argparse
@@ -247,6 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heldout-fraction", type=float, default=0.15)
     p.add_argument("--no-install", action="store_true", help="use only what is installed")
     p.set_defaults(func=cmd_gather)
+
+    c = sub.add_parser("compare", help="text-to-3D: built-in SDS vs LMC-SDS through launch.py")
+    from .evaluation import compare
+
+    compare.add_arguments(c)
+    c.set_defaults(func=compare.main)
     return parser
 
 

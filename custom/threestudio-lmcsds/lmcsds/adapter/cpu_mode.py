@@ -152,7 +152,6 @@ def activate() -> Optional[str]:
         return None
     install_cuda_placeholders()
     import pytorch_lightning
-
     import threestudio  # noqa: F401
 
     _patch_get_device(torch.device(device))

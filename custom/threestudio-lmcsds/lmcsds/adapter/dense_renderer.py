@@ -13,13 +13,12 @@ CPU runs and as a reference.
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
+import threestudio
 import torch
 import torch.nn.functional as F
-from torch import Tensor
-
-import threestudio
 from threestudio.models.renderers.base import VolumeRenderer
 from threestudio.utils.ops import chunk_batch
+from torch import Tensor
 
 
 def sphere_bounds(
@@ -39,11 +38,12 @@ def sphere_bounds(
 def stratified_intervals(
     near: Tensor, far: Tensor, num_samples: int, randomized: bool
 ) -> Tuple[Tensor, Tensor]:
-    """(N, S) interval starts and ends covering [near, far] in S equal bins; when randomized
-    the bin edges are shifted by one uniform offset per ray (stratified sampling)."""
+    """(N, S) interval starts and ends tiling [near, far] in S equal bins; when randomized
+    the inner bin edges move by one uniform offset of up to half a bin per ray (stratified)."""
     steps = torch.arange(num_samples + 1, device=near.device, dtype=near.dtype)
-    shift = torch.rand_like(near) if randomized else torch.full_like(near, 0.5)
-    frac = ((steps + shift - 0.5) / num_samples).clamp(0.0, 1.0)
+    shift = torch.rand_like(near) - 0.5 if randomized else torch.zeros_like(near)
+    frac = (steps + shift) / num_samples
+    frac[:, 0], frac[:, -1] = 0.0, 1.0
     edges = near + (far - near) * frac
     return edges[:, :-1], edges[:, 1:]
 

@@ -11,9 +11,8 @@ import os
 from dataclasses import dataclass
 from typing import List
 
-import torch
-
 import threestudio
+import torch
 from threestudio.models.prompt_processors.base import hash_prompt
 from threestudio.models.prompt_processors.deepfloyd_prompt_processor import (
     DeepFloydPromptProcessor,

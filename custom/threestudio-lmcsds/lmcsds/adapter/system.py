@@ -9,10 +9,9 @@ With ``guidance_eval_every: 0`` (default) it is exactly ``dreamfusion-system``.
 
 from dataclasses import dataclass
 
+import threestudio
 import torch
 import torch.nn.functional as F
-
-import threestudio
 from threestudio.systems.dreamfusion import DreamFusion
 
 

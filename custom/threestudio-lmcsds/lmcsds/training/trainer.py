@@ -102,9 +102,7 @@ def train_corrective(
     )
     fabric.launch()
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    arch = CorrectiveConfig(
-        base_channels=cfg.base_channels, depth=cfg.depth, residual=cfg.residual
-    )
+    arch = CorrectiveConfig(base_channels=cfg.base_channels, depth=cfg.depth, residual=cfg.residual)
     model = CorrectiveUNet(arch, num_train_timesteps)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_decay_every, cfg.lr_decay)

@@ -1,0 +1,378 @@
+"""Text-to-3D side by side: threestudio's built-in SDS against LMC-SDS, same prompt, seed, steps.
+
+Each run is threestudio's own ``launch.py --train`` on a config derived from one base config
+(only the guidance differs), in its own folder under ``OUT/runs``. Then:
+
+- ``renders.png``: the final test renders, one row per run, views evenly spaced;
+- ``strip.mp4``: the test videos side by side;
+- ``curves.png``: loss_sds and the gradient norm per step;
+- ``metrics.csv`` / ``metrics.md``: the 2D harness's metrics on every final test render, plus the
+  mean gradient norm and loss_sds (how the guidance balances against the regularisers).
+
+Runs whose final checkpoint exists are reused, so an interrupted comparison continues where it
+stopped (``--force`` re-runs). Runs: ``sds-builtin`` (``deep-floyd-guidance`` at its default
+scale), ``lmc-sds-w<omega>`` for each omega, and, when the prior's resolution is not the 64 px
+that the built-in guidance resizes to, ``sds-matched``: the same SDS (threestudio's weighting,
+omega = scale + 1, no 1/omega) through this package's guidance at the prior's own resolution.
+
+    LMCSDS_DEVICE=cpu python -m lmcsds compare --threestudio build/threestudio \\
+        --config configs/lmcsds-dreamfusion-cpu.yaml --prompt "a photo of a sneaker" --steps 600
+"""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from . import metrics as M  # noqa: E402
+
+BUILTIN_GUIDANCE = "deep-floyd-guidance"
+BUILTIN_RESOLUTION = 64  # threestudio's deep-floyd-guidance resizes every render to 64x64
+# guidance settings the built-in guidance shares with ours (everything else is ours only)
+SHARED_KEYS = (
+    "pretrained_model_name_or_path",
+    "half_precision_weights",
+    "enable_channels_last_format",
+    "min_step_percent",
+    "max_step_percent",
+    "view_dependent_prompting",
+    "max_items_eval",
+)
+
+
+@dataclass
+class RunSpec:
+    label: str
+    guidance_type: str
+    guidance: dict
+    note: str = ""
+
+
+@dataclass
+class Run:
+    spec: RunSpec
+    trial: Path
+    frames: List[np.ndarray] = field(default_factory=list)  # final test renders, RGB uint8
+    log: Dict[str, List[float]] = field(default_factory=dict)  # per-step training curves
+
+
+def run_specs(
+    guidance: dict,
+    omegas: Sequence[float],
+    prior_resolution: Optional[int],
+    builtin_scale: Optional[float] = None,
+) -> List[RunSpec]:
+    """The runs of one comparison, from the base config's ``system.guidance`` section."""
+    shared = {k: guidance[k] for k in SHARED_KEYS if k in guidance}
+    builtin = dict(shared)
+    if builtin_scale is not None:
+        builtin["guidance_scale"] = builtin_scale
+    specs = [RunSpec("sds-builtin", BUILTIN_GUIDANCE, builtin, "threestudio deep-floyd-guidance")]
+    if prior_resolution is not None and prior_resolution != BUILTIN_RESOLUTION:
+        scale = 20.0 if builtin_scale is None else builtin_scale  # the built-in's default
+        matched = dict(guidance, loss_type="sds", guidance_scale=scale + 1.0)
+        matched.update(scale_by_omega=False, weighting_strategy="sds", fixed_noise=False)
+        specs.append(
+            RunSpec("sds-matched", guidance_type="lmc-sds-deep-floyd-guidance", guidance=matched,
+                    note=f"SDS as the built-in, at the prior's {prior_resolution} px")
+        )  # fmt: skip
+    for omega in omegas:
+        specs.append(
+            RunSpec(f"lmc-sds-w{omega:g}", "lmc-sds-deep-floyd-guidance",
+                    dict(guidance, loss_type="lmc-sds", guidance_scale=float(omega)),
+                    f"LMC-SDS, omega {omega:g}")
+        )  # fmt: skip
+    return specs
+
+
+def prior_resolution(run_dir: Path, name_or_path: str) -> Optional[int]:
+    """The UNet's sample_size from a local prior folder; None for hub ids (not downloaded)."""
+    for base in (run_dir, Path.cwd()):
+        config = base / name_or_path / "unet" / "config.json"
+        if config.is_file():
+            return int(json.loads(config.read_text())["sample_size"])
+    return None
+
+
+def write_config(base_config: Path, spec: RunSpec, out: Path) -> Path:
+    """The base config with its guidance replaced by the run's (interpolations kept)."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(base_config)
+    cfg.system.guidance_type = spec.guidance_type
+    cfg.system.guidance = OmegaConf.create(spec.guidance)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, out)
+    return out
+
+
+def _steps_done(trial: Path) -> int:
+    ckpt = trial / "ckpts" / "last.ckpt"
+    if not ckpt.is_file():
+        return 0
+    return int(torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"])
+
+
+def _logged_steps(trial: Path) -> int:
+    return sum(1 for _ in _metric_rows(trial))
+
+
+def launch(
+    run_dir: Path,
+    config: Path,
+    overrides: List[str],
+    log_path: Path,
+    steps: int,
+    label: str,
+    trial: Path,
+) -> None:
+    """threestudio's launch.py --train in ``run_dir``; a progress bar follows its CSV log."""
+    env = dict(os.environ)
+    if not torch.cuda.is_available():
+        env.setdefault("LMCSDS_DEVICE", "cpu")
+    cmd = [sys.executable, "launch.py", "--config", str(config.resolve()), "--train", *overrides]
+    with open(log_path, "w") as log, tqdm(total=steps, desc=label, unit="step") as bar:
+        log.write(" ".join(cmd) + "\n")
+        log.flush()
+        proc = subprocess.Popen(cmd, cwd=run_dir, env=env, stdout=log, stderr=subprocess.STDOUT)
+        while proc.poll() is None:
+            time.sleep(2.0)
+            bar.update(min(_logged_steps(trial), steps) - bar.n)
+        bar.update(min(_logged_steps(trial), steps) - bar.n)
+    if proc.returncode != 0:
+        tail = log_path.read_text()[-3000:]
+        raise RuntimeError(f"run {label} failed (exit {proc.returncode}); log {log_path}:\n{tail}")
+
+
+def _metric_rows(trial: Path):
+    for path in sorted(trial.glob("csv_logs/version_*/metrics.csv")):
+        with open(path) as f:
+            for row in csv.DictReader(f):
+                if row.get("train/loss_sds"):
+                    yield row
+
+
+def training_curves(trial: Path) -> Dict[str, List[float]]:
+    """step, loss_sds and grad_norm per logged training step (resumed runs: last value wins)."""
+    by_step: Dict[int, dict] = {}
+    for row in _metric_rows(trial):
+        by_step[int(row["step"])] = row
+    steps = sorted(by_step)
+    return {
+        "step": [float(s) for s in steps],
+        "loss_sds": [float(by_step[s]["train/loss_sds"]) for s in steps],
+        "grad_norm": [float(by_step[s].get("train/grad_norm") or "nan") for s in steps],
+    }
+
+
+def final_test_frames(trial: Path) -> List[np.ndarray]:
+    """RGB part of each frame of the last test pass (threestudio saves rgb | normal | opacity)."""
+    import imageio.v2 as imageio
+
+    tests = sorted(
+        (p for p in (trial / "save").glob("it*-test") if p.is_dir()),
+        key=lambda p: int(p.name[2:].split("-")[0]),
+    )
+    if not tests:
+        raise FileNotFoundError(f"{trial / 'save'}: no it<N>-test folder (did the run finish?)")
+    frames = sorted(tests[-1].glob("*.png"), key=lambda p: int(p.stem))
+    images = [imageio.imread(p)[..., :3] for p in frames]
+    return [img[:, : img.shape[0]] for img in images]
+
+
+def frames_to_tensor(frames: List[np.ndarray], size: int) -> torch.Tensor:
+    """uint8 HWC frames -> (N, 3, size, size) in [-1, 1] (the prior's range)."""
+    x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    if x.shape[-1] != size:
+        x = torch.nn.functional.interpolate(x, size, mode="bilinear", antialias=True)
+    return x
+
+
+def _fashion_mnist_class(prompt: str) -> Optional[int]:
+    from ..training.fashion_mnist import CLASS_NAMES, TEMPLATES, class_prompt
+
+    for c in range(len(CLASS_NAMES)):
+        if any(prompt.strip().lower() == class_prompt(c, k) for k in range(len(TEMPLATES))):
+            return c
+    return None
+
+
+def render_metrics(
+    runs: List[Run], prompt: str, size: int, classifier_path: Optional[str]
+) -> List[dict]:
+    """The 2D harness's metrics on the final renders; against real Fashion-MNIST images of the
+    prompt's class when the prompt is one of the bundled prior's, absolute statistics otherwise."""
+    cls = _fashion_mnist_class(prompt)
+    real, classifier = None, None
+    if cls is not None:
+        from ..training.fashion_mnist import load_split
+
+        x, y = load_split("test")
+        real = x[y == cls][:200]
+        if classifier_path and Path(classifier_path).is_file():
+            from .classifier import load_classifier
+
+            classifier = load_classifier(classifier_path)
+    rows = []
+    for run in runs:
+        images = frames_to_tensor(run.frames, size)
+        row = {"run": run.spec.label}
+        if real is not None:
+            target = torch.full((len(images),), cls)
+            row.update(M.image_metrics(images, real, classifier, target))
+        else:
+            row["hf_energy"] = M.high_frequency_energy(images).mean().item()
+            row["clipped_fraction"] = M.clipped_fraction(images)
+            row["std"] = images.flatten(1).std(1).mean().item()
+        row["mean_loss_sds"] = float(np.mean(run.log["loss_sds"]))
+        row["mean_grad_norm"] = float(np.nanmean(run.log["grad_norm"]))
+        rows.append(row)
+    return rows
+
+
+def save_renders(runs: List[Run], path: Path, columns: int = 8) -> None:
+    n = len(runs[0].frames)
+    picks = np.linspace(0, n - 1, min(columns, n)).round().astype(int)
+    fig, axes = plt.subplots(
+        len(runs), len(picks), figsize=(1.3 * len(picks) + 1.8, 1.35 * len(runs)), squeeze=False
+    )
+    for r, run in enumerate(runs):
+        for c, i in enumerate(picks):
+            ax = axes[r, c]
+            ax.imshow(run.frames[i]), ax.set_xticks([]), ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(run.spec.label, rotation=0, ha="right", va="center", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def save_strip(runs: List[Run], path: Path, fps: int = 12) -> None:
+    """The test videos side by side (frames upscaled to at least 128 px)."""
+    import imageio.v2 as imageio
+
+    scale = max(1, 128 // runs[0].frames[0].shape[0])
+    n = min(len(run.frames) for run in runs)
+    video = [
+        np.concatenate([run.frames[i] for run in runs], axis=1).repeat(scale, 0).repeat(scale, 1)
+        for i in range(n)
+    ]
+    imageio.mimsave(path, video, fps=fps)
+
+
+def save_curves(runs: List[Run], path: Path, smooth: int = 20) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key, ax in zip(("loss_sds", "grad_norm"), axes):
+        for run in runs:
+            steps, values = np.array(run.log["step"]), np.array(run.log[key])
+            (line,) = ax.plot(steps, values, alpha=0.2, lw=0.8)
+            if len(values) >= smooth:
+                kernel = np.ones(smooth) / smooth
+                ax.plot(steps[smooth - 1 :], np.convolve(values, kernel, "valid"),
+                        color=line.get_color(), label=run.spec.label)  # fmt: skip
+            else:
+                line.set_label(run.spec.label)
+        ax.set_yscale("log"), ax.set_xlabel("step"), ax.set_title(key)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def compare(
+    run_dir: Path,
+    base_config: Path,
+    prompt: str,
+    out: Path,
+    steps: int,
+    omegas: Sequence[float] = (10.0, 20.0),
+    seed: int = 0,
+    builtin_scale: Optional[float] = None,
+    overrides: Sequence[str] = (),
+    classifier: Optional[str] = "load/lmcsds/priors/fmnist-classifier.safetensors",
+    force: bool = False,
+) -> List[dict]:
+    from omegaconf import OmegaConf
+
+    run_dir, out = run_dir.resolve(), out.resolve()
+    if not (run_dir / "launch.py").is_file():
+        raise FileNotFoundError(
+            f"--threestudio {run_dir}: no launch.py there; pass the threestudio folder the "
+            f"extension is linked into (scripts/setup.sh prints it)"
+        )
+    base = OmegaConf.load(base_config)
+    guidance = OmegaConf.to_container(base.system.guidance, resolve=False)
+    resolution = prior_resolution(run_dir, guidance["pretrained_model_name_or_path"])
+    specs = run_specs(guidance, omegas, resolution, builtin_scale)
+    (out / "configs").mkdir(parents=True, exist_ok=True)
+    (out / "logs").mkdir(exist_ok=True)
+    runs = []
+    for spec in specs:
+        trial = out / "runs" / "compare" / spec.label
+        config = write_config(base_config, spec, out / "configs" / f"{spec.label}.yaml")
+        common = [
+            f"exp_root_dir={out / 'runs'}", "name=compare", f"tag={spec.label}",
+            "use_timestamp=false", f"seed={seed}", f"trainer.max_steps={steps}",
+            f"system.prompt_processor.prompt={prompt}", *overrides,
+        ]  # fmt: skip
+        if force or _steps_done(trial) < steps:
+            print(f"== {spec.label}: {spec.note}")
+            launch(run_dir, config, common, out / "logs" / f"{spec.label}.log", steps,
+                   spec.label, trial)  # fmt: skip
+        else:
+            print(f"== {spec.label}: reusing the finished run in {trial}")
+        runs.append(Run(spec, trial, final_test_frames(trial), training_curves(trial)))
+
+    save_renders(runs, out / "renders.png")
+    save_strip(runs, out / "strip.mp4")
+    save_curves(runs, out / "curves.png")
+    from .experiments import write_tables
+
+    size = resolution or BUILTIN_RESOLUTION
+    rows = render_metrics(runs, prompt, size, classifier)
+    write_tables(rows, out, f"Text-to-3D: {prompt!r}, {steps} steps, seed {seed}")
+    notes = [f"- `{r.spec.label}`: {r.spec.note}" for r in runs]
+    with open(out / "metrics.md", "a") as f:
+        f.write("\n" + "\n".join(notes) + "\n")
+    print(f"wrote {out}/renders.png, strip.mp4, curves.png, metrics.md")
+    return rows
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--threestudio", default=".", help="threestudio folder with the extension")
+    p.add_argument("--config", required=True, help="base config (LMC-SDS); guidance swapped")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--omegas", default="10,20", help="LMC-SDS guidance weights (paper's omega)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--builtin-scale",
+        type=float,
+        default=None,
+        help="built-in guidance_scale (default: the built-in's own default, 20)",
+    )
+    p.add_argument("--classifier", default="load/lmcsds/priors/fmnist-classifier.safetensors")
+    p.add_argument("--force", action="store_true", help="re-run finished runs")
+    p.add_argument("overrides", nargs="*", help="extra threestudio overrides, key=value")  # fmt: skip
+
+
+def main(args) -> None:
+    compare(
+        Path(args.threestudio), Path(args.config), args.prompt, Path(args.out), args.steps,
+        [float(w) for w in args.omegas.split(",") if w], args.seed, args.builtin_scale,
+        args.overrides, args.classifier, args.force,
+    )  # fmt: skip

@@ -1,0 +1,290 @@
+"""CPU mode: the pure-torch renderer, the full-precision prompt processor, and threestudio's own
+launch.py training, validating, testing and resuming a 3D run on the CPU."""
+
+import csv
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from .conftest import ROOT, THREESTUDIO_DIR
+
+EXTENSION = ROOT / "custom" / "threestudio-lmcsds"
+CPU_CONFIG = ROOT / "configs" / "lmcsds-dreamfusion-cpu.yaml"
+
+
+# --- renderer: pure functions against known answers ----------------------------------------------
+
+
+def test_sphere_bounds_known_rays():
+    from lmcsds.adapter.dense_renderer import sphere_bounds
+
+    o = torch.tensor([[0.0, 0.0, -3.0], [0.0, 0.0, 0.0], [0.0, 5.0, -3.0], [0.0, 0.0, 3.0]])
+    d = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 2.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    near, far = sphere_bounds(o, d, radius=1.0)
+    # through the centre: enters at 2, leaves at 4; from the centre (|d| = 2): 0 to 0.5;
+    # a miss and a sphere behind the camera: empty intervals
+    assert near[:2, 0].tolist() == pytest.approx([2.0, 0.0])
+    assert far[:2, 0].tolist() == pytest.approx([4.0, 0.5])
+    assert torch.equal(near[2:], far[2:])
+
+
+def test_stratified_intervals_tile_the_segment():
+    from lmcsds.adapter.dense_renderer import stratified_intervals
+
+    near, far = torch.tensor([[1.0], [2.0]]), torch.tensor([[3.0], [2.5]])
+    for randomized in (False, True):
+        s, e = stratified_intervals(near, far, 16, randomized)
+        assert torch.allclose(s[:, :1], near) and torch.allclose(e[:, -1:], far)
+        assert torch.equal(s[:, 1:], e[:, :-1]) and bool((e >= s).all())
+    s, e = stratified_intervals(near, far, 4, randomized=False)
+    assert s[0].tolist() == pytest.approx([1.0, 1.5, 2.0, 2.5])
+
+
+def test_render_weights_match_nerfacc():
+    """Independent reference: nerfacc's dense-form render_weight_from_density (runs on CPU)."""
+    import nerfacc
+
+    from lmcsds.adapter.dense_renderer import render_weights
+
+    gen = torch.Generator().manual_seed(0)
+    density = torch.rand(5, 32, generator=gen) * 4
+    starts = torch.sort(torch.rand(5, 32, generator=gen) * 3, dim=-1).values
+    ends = torch.cat([starts[:, 1:], starts[:, -1:] + 0.1], dim=-1)
+    ours, trans = render_weights(density, ends - starts)
+    ref, ref_trans, _ = nerfacc.render_weight_from_density(starts, ends, density)
+    assert torch.allclose(ours, ref, atol=1e-6) and torch.allclose(trans, ref_trans, atol=1e-6)
+
+
+class _Ball(nn.Module):
+    """Constant density sigma inside |x| < r, zero outside."""
+
+    def __init__(self, sigma: float, r: float):
+        super().__init__()
+        self.sigma, self.r = sigma, r
+
+    def forward(self, points, output_normal=False):
+        inside = (points.norm(dim=-1, keepdim=True) < self.r).float()
+        out = {"density": self.sigma * inside}
+        if output_normal:
+            out["normal"] = nn.functional.normalize(points, dim=-1)
+        return out
+
+
+class _Constant(nn.Module):
+    def __init__(self, colour, requires_normal=False):
+        super().__init__()
+        self.colour, self.requires_normal = torch.tensor(colour), requires_normal
+
+    def forward(self, **kwargs):
+        ref = kwargs.get("positions", kwargs.get("dirs"))
+        return self.colour.expand(*ref.shape[:-1], 3)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_renderer_matches_analytic_ball(cpu_threestudio, training):
+    """Ray through a ball of constant density: opacity 1 - exp(-sigma * chord), colours mix
+    with the background by opacity, depth is the entry point for an opaque ball."""
+    import lmcsds.adapter.dense_renderer  # noqa: F401  (registers it)
+
+    cls = cpu_threestudio.find("lmcsds-dense-volume-renderer")
+    red, blue = _Constant([1.0, 0.0, 0.0], requires_normal=True), _Constant([0.0, 0.0, 1.0])
+    rays_o = torch.tensor([0.0, 0.0, -3.0]).expand(1, 2, 2, 3).clone()
+    rays_d = torch.tensor([0.0, 0.0, 1.0]).expand(1, 2, 2, 3).clone()
+    rays_o[0, 1, 1] = torch.tensor([0.0, 1.5, -3.0])  # misses the ball, hits the sphere
+    light = torch.zeros(1, 3)
+    for sigma, r in ((1.0, 0.5), (200.0, 0.5)):
+        renderer = cls(
+            {"radius": 2.0, "num_samples_per_ray": 512}, geometry=_Ball(sigma, r),
+            material=red, background=blue,
+        )  # fmt: skip
+        renderer.train(training)
+        out = renderer(rays_o, rays_d, light)
+        opacity = out["opacity"][0, 0, 0, 0].item()
+        assert opacity == pytest.approx(
+            1 - torch.exp(torch.tensor(-sigma * 2 * r)).item(), abs=5e-3
+        )
+        assert out["opacity"][0, 1, 1, 0].item() == 0.0
+        rgb = out["comp_rgb"][0, 0, 0]
+        assert rgb.tolist() == pytest.approx([opacity, 0.0, 1 - opacity], abs=1e-5)
+        if sigma > 100:
+            assert out["depth"][0, 0, 0, 0].item() == pytest.approx(3.0 - r, abs=0.02)
+        assert ("weights" in out) == training  # what dreamfusion-system's losses read
+        if training:
+            n = 4 * 512
+            assert out["weights"].shape == (n, 1) and out["t_dirs"].shape == (n, 3)
+            assert out["ray_indices"].shape == (n,) and out["normal"].shape == (n, 3)
+        else:
+            assert out["comp_normal"].shape == (1, 2, 2, 3)
+
+
+def test_renderer_gradients_reach_the_geometry(cpu_threestudio):
+    import lmcsds.adapter.dense_renderer  # noqa: F401  (registers it)
+
+    cls = cpu_threestudio.find("lmcsds-dense-volume-renderer")
+    ball = _Ball(1.0, 0.5)
+    sigma = torch.tensor(1.0, requires_grad=True)
+    ball.sigma = sigma
+    renderer = cls(
+        {"radius": 1.0, "num_samples_per_ray": 64}, geometry=ball,
+        material=_Constant([1.0, 1.0, 1.0]), background=_Constant([0.0, 0.0, 0.0]),
+    )  # fmt: skip
+    out = renderer(
+        torch.tensor([0.0, 0.0, -3.0]).view(1, 1, 1, 3),
+        torch.tensor([0.0, 0.0, 1.0]).view(1, 1, 1, 3),
+        torch.zeros(1, 3),
+    )
+    out["opacity"].sum().backward()
+    # d/dsigma (1 - exp(-sigma L)) = L exp(-sigma L), L = 1
+    assert sigma.grad.item() == pytest.approx(torch.exp(torch.tensor(-1.0)).item(), abs=2e-2)
+
+
+# --- prompt processor ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spawn", [False, True])
+def test_full_precision_prompt_processor_caches_t5_embeddings(
+    tmp_path, monkeypatch, cpu_threestudio, tiny_if_dir, encode, spawn
+):
+    """Same embeddings as T5 called directly, for the prompt, the negative prompt and every
+    view-dependent prompt; the cache is reused on the second construction."""
+    import lmcsds.adapter.prompt_processor  # noqa: F401  (registers it)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LMCSDS_DEVICE", "cpu")  # the spawned encoder imports threestudio
+    cls = cpu_threestudio.find("lmcsds-deep-floyd-prompt-processor")
+    cfg = {
+        "pretrained_model_name_or_path": str(tiny_if_dir),
+        "prompt": "a hamburger",
+        "spawn": spawn,
+    }
+    processor = cls(cfg)
+    assert torch.allclose(processor.text_embeddings[0], encode(["a hamburger"])[0], atol=1e-5)
+    assert torch.allclose(processor.uncond_text_embeddings[0], encode([""])[0], atol=1e-5)
+    expected_vd = encode(processor.prompts_vd)
+    assert torch.allclose(processor.text_embeddings_vd, expected_vd, atol=1e-5)
+    cache = sorted((tmp_path / ".threestudio_cache" / "text_embeddings").glob("*.pt"))
+    assert len(cache) == len(set([processor.prompt, ""] + processor.prompts_vd))
+    stamps = [p.stat().st_mtime_ns for p in cache]
+    cls(cfg)
+    assert [p.stat().st_mtime_ns for p in cache] == stamps
+
+
+# --- threestudio's launch.py on the CPU ----------------------------------------------------------
+
+
+def _run_dir(tmp_path: Path) -> Path:
+    """A threestudio working directory: launch.py, the extension in custom/, load/lmcsds."""
+    run = tmp_path / "threestudio"
+    (run / "custom").mkdir(parents=True)
+    (run / "load").mkdir()
+    os.symlink(THREESTUDIO_DIR / "launch.py", run / "launch.py")
+    os.symlink(EXTENSION, run / "custom" / "threestudio-lmcsds")
+    os.symlink(ROOT / "load" / "lmcsds", run / "load" / "lmcsds")
+    return run
+
+
+def _launch(run: Path, *args: str) -> str:
+    hook = Path(sysconfig.get_paths()["purelib"]) / "lmcsds_cpu_mode.pth"
+    assert hook.exists(), f"{hook} missing: run `make setup` (scripts/setup.sh writes it)"
+    env = dict(os.environ, LMCSDS_DEVICE="cpu", PYTHONPATH=str(THREESTUDIO_DIR))
+    proc = subprocess.run(
+        [sys.executable, "launch.py", *args], cwd=run, env=env, capture_output=True, text=True
+    )
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert "IMPORT FAILED" not in log
+    return log
+
+
+def _metrics(trial: Path):
+    rows = []
+    for path in sorted(trial.glob("csv_logs/version_*/metrics.csv")):
+        with open(path) as f:
+            rows += [r for r in csv.DictReader(f) if r.get("train/loss_sds")]
+    return rows
+
+
+def test_launch_trains_validates_tests_and_resumes_on_cpu(tmp_path):
+    run = _run_dir(tmp_path)
+    small = [
+        "exp_root_dir=outputs", "use_timestamp=false", "tag=run",
+        "data.n_val_views=2", "data.n_test_views=4",  # 3 views trips an upstream torch.cross "data.eval_height=32", "data.eval_width=32",
+        "system.renderer.num_samples_per_ray=16", "trainer.val_check_interval=2",
+        "system.guidance_eval_every=2",
+    ]  # fmt: skip
+    _launch(run, "--config", str(CPU_CONFIG), "--train", "trainer.max_steps=4", *small)
+    trial = run / "outputs" / "lmcsds-dreamfusion-cpu" / "run"
+    save = trial / "save"
+    for name in ("it2-0.png", "it4-1.png", "it0-guidance.png", "it2-guidance.png", "it4-test.mp4"):
+        assert (save / name).is_file(), sorted(p.name for p in save.iterdir())
+    assert len(list((save / "it4-test").glob("*.png"))) == 4
+    ckpt = trial / "ckpts" / "last.ckpt"
+    assert torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"] == 4
+    rows = _metrics(trial)
+    assert [int(r["step"]) for r in rows] == [0, 1, 2, 3]
+    for r in rows:  # what the LMC-SDS guidance logs through dreamfusion-system
+        assert float(r["train/loss_sds"]) > 0 and float(r["train/g_lmc_norm"]) > 0
+
+    # resume from the checkpoint: continues, does not start over. (Lightning 2.0 marks the
+    # batch during which the checkpoint was written as unfinished, and replays it: the resumed
+    # run logs from step 3 on; global_step, weights and optimiser state continue from 4.)
+    parsed = trial / "configs" / "parsed.yaml"
+    before = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    _launch(run, "--config", str(parsed), "--train", f"resume={ckpt}", "trainer.max_steps=6")
+    after = torch.load(ckpt, map_location="cpu", weights_only=False)
+    assert after["global_step"] > 4
+    resumed = [int(r["step"]) for r in _metrics(trial)][4:]
+    assert resumed and min(resumed) >= 3, resumed
+    changed = [k for k in before if not torch.equal(before[k], after["state_dict"][k])]
+    assert any(k.startswith("geometry.") for k in changed)
+    assert any(save.glob("it[5-9]-test.mp4"))  # the resumed run's final test video
+
+    # validate and test only, from the checkpoint
+    _launch(run, "--config", str(parsed), "--validate", f"resume={ckpt}")
+    _launch(run, "--config", str(parsed), "--test", f"resume={ckpt}")
+    step = after["global_step"]  # --validate / --test report the checkpoint's step
+    assert (save / f"it{step}-0.png").is_file() and (save / f"it{step}-test.mp4").is_file()
+
+
+# --- comparison with the built-in SDS ------------------------------------------------------------
+
+
+def test_compare_runs_builtin_sds_and_lmc_sds_side_by_side(tmp_path):
+    from lmcsds.evaluation.compare import compare
+
+    run = _run_dir(tmp_path)
+    out = tmp_path / "compare"
+    tiny = [
+        "data.n_val_views=1", "data.n_test_views=4", "data.eval_height=32", "data.eval_width=32",
+        "trainer.val_check_interval=2", "system.renderer.num_samples_per_ray=16",
+    ]  # fmt: skip
+    rows = compare(
+        run, CPU_CONFIG, "a photo of a sneaker", out, steps=2, omegas=[10.0], overrides=tiny,
+        classifier=str(ROOT / "load/lmcsds/priors/fmnist-classifier.safetensors"),
+    )  # fmt: skip
+    labels = ["sds-builtin", "sds-matched", "lmc-sds-w10"]  # the prior is 32 px: matched SDS too
+    assert [r["run"] for r in rows] == labels
+    from omegaconf import OmegaConf
+
+    builtin = OmegaConf.load(out / "configs" / "sds-builtin.yaml").system
+    assert builtin.guidance_type == "deep-floyd-guidance" and "loss_type" not in builtin.guidance
+    matched = OmegaConf.load(out / "configs" / "sds-matched.yaml").system.guidance
+    assert matched.loss_type == "sds" and matched.guidance_scale == 21.0  # built-in 20 + 1
+    for label in labels:  # each went through launch.py with its own guidance
+        log = (out / "logs" / f"{label}.log").read_text()
+        assert ("Loading Deep Floyd" in log) == (label == "sds-builtin")
+        assert (out / "runs" / "compare" / label / "ckpts" / "last.ckpt").is_file()
+    for name in ("renders.png", "strip.mp4", "curves.png", "metrics.csv", "metrics.md"):
+        assert (out / name).stat().st_size > 0
+    for r in rows:
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["mean_grad_norm"] > 0
+    # a second call reuses the finished runs
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "logs").iterdir()}
+    compare(run, CPU_CONFIG, "a photo of a sneaker", out, steps=2, omegas=[10.0], overrides=tiny)
+    assert {p: p.stat().st_mtime_ns for p in (out / "logs").iterdir()} == stamps
