@@ -288,3 +288,52 @@ def test_compare_runs_builtin_sds_and_lmc_sds_side_by_side(tmp_path):
     stamps = {p: p.stat().st_mtime_ns for p in (out / "logs").iterdir()}
     compare(run, CPU_CONFIG, "a photo of a sneaker", out, steps=2, omegas=[10.0], overrides=tiny)
     assert {p: p.stat().st_mtime_ns for p in (out / "logs").iterdir()} == stamps
+
+
+# --- mesh stage ----------------------------------------------------------------------------------
+
+
+def test_mesh_refinement_config_parses_and_builds_its_cpu_parts(
+    tmp_path, monkeypatch, cpu_threestudio, tiny_if_dir, tiny_corrective_path
+):
+    """Everything of the Magic3D-style stage that needs no CUDA is built; the rasteriser's
+    nvdiffrast context is the one part that cannot be, and says so."""
+    from threestudio.utils.config import load_config, parse_structured
+
+    import lmcsds.adapter.guidance  # noqa: F401
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(
+        str(ROOT / "configs" / "lmcsds-magic3d-refine.yaml"),
+        cli_args=[
+            "system.prompt_processor.prompt=a hamburger",
+            "system.geometry_convert_from=outputs/lmcsds-dreamfusion/x/ckpts/last.ckpt",
+        ],
+    )
+    system_cls = cpu_threestudio.find(cfg.system_type)
+    system_cfg = parse_structured(system_cls.Config, cfg.system)
+    assert system_cfg.refinement and system_cfg.geometry_type == "tetrahedra-sdf-grid"
+    for kind in ("geometry", "material", "background", "renderer", "guidance"):
+        cpu_threestudio.find(getattr(system_cfg, f"{kind}_type"))  # all registered
+    # the coarse stage's geometry settings carry over (radius, hash-grid encoding)
+    coarse = load_config(str(ROOT / "configs" / "lmcsds-dreamfusion.yaml"),
+                         cli_args=["system.prompt_processor.prompt=a hamburger"])  # fmt: skip
+    assert system_cfg.geometry.radius == coarse.system.geometry.radius
+    for key in ("n_levels", "n_features_per_level", "log2_hashmap_size", "base_resolution"):
+        assert (
+            system_cfg.geometry.pos_encoding_config[key]
+            == coarse.system.geometry.pos_encoding_config[key]
+        )
+    material = cpu_threestudio.find(system_cfg.material_type)(system_cfg.material)
+    assert material.requires_normal
+    guidance_cfg = dict(system_cfg.guidance)
+    guidance_cfg.update(
+        pretrained_model_name_or_path=str(tiny_if_dir), corrective_path=str(tiny_corrective_path),
+        half_precision_weights=False,
+    )  # fmt: skip
+    guidance = cpu_threestudio.find(system_cfg.guidance_type)(guidance_cfg)
+    assert guidance.max_step == int(0.5 * guidance.num_train_timesteps)
+    with pytest.raises(RuntimeError, match="needs CUDA"):
+        cpu_threestudio.find(system_cfg.renderer_type)(
+            system_cfg.renderer, geometry=None, material=material, background=None
+        )
