@@ -139,3 +139,18 @@ def test_interrupted_save_keeps_previous_file(saved, monkeypatch):
         save_corrective(path, CorrectiveUNet(m.architecture), m)
     assert path.read_bytes() == before
     assert [p for p in os.listdir(path.parent) if p.endswith(".tmp")] == []
+
+
+def test_residual_corrective_starts_as_identity_and_round_trips(tmp_path):
+    arch = CorrectiveConfig(base_channels=8, depth=2, residual=True)
+    model = CorrectiveUNet(arch)
+    z = torch.rand(2, 3, 16, 16) * 2 - 1
+    t = torch.tensor([20, 900])
+    assert torch.equal(model(z, t), z)  # zero-initialised last layer: bhat_psi(z, t) = z
+    paper = CorrectiveUNet(CorrectiveConfig(base_channels=8, depth=2))
+    assert not torch.allclose(paper(z, t), z)
+    path = tmp_path / "residual.safetensors"
+    meta = CorrectiveMeta("p", 16, "global", 0, 1000, arch)
+    save_corrective(path, model, meta)
+    loaded, loaded_meta = load_corrective(path)
+    assert loaded_meta.architecture.residual and torch.equal(loaded(z, t), z)

@@ -215,3 +215,28 @@ def test_ddp_on_two_cpu_processes(tiny_if_dir, photos, tmp_path):
     assert "Starting with 2 processes" in run.stdout + run.stderr
     assert run.stdout.count("corrective written:") == 1
     assert read_meta(out / "tiny-if.safetensors").training_steps == 2
+
+
+def test_stability_gains_of_an_identity_corrective_equal_the_projections(
+    tiny_if_dir, tiny_prior, photos, tmp_path, encode
+):
+    """Known answer: bhat_psi(z) = z without normalisation makes g_lmc = z - zhat_t exactly,
+    so its gains are the projection's."""
+    from lmcsds.core import CorrectiveConfig, CorrectiveMeta, CorrectiveUNet, save_corrective
+    from lmcsds.training.images import scan_images
+    from lmcsds.training.report import corrective_report
+
+    arch = CorrectiveConfig(base_channels=8, depth=2, residual=True)
+    path = tmp_path / "identity.safetensors"
+    meta = CorrectiveMeta("tiny-if", 32, "none", 0, 1000, arch)
+    save_corrective(path, CorrectiveUNet(arch), meta)
+    paths = scan_images(str(photos), 32).usable
+    report = corrective_report(
+        str(path), tiny_prior, encode([""]), paths, str(tmp_path / "r"), num_images=4,
+        mc_samples=2,
+    )  # fmt: skip
+    for row in report["buckets"]:
+        for kind in ("contrast", "colour"):
+            assert row[f"{kind}_gain_lmc"] == pytest.approx(row[f"{kind}_gain_proj"], abs=1e-4)
+        assert row["rel_err_mc"] == pytest.approx(row["rel_err_mc_identity"], abs=1e-5)
+    assert "colour g_lmc" in (tmp_path / "r" / "report.md").read_text()

@@ -3,6 +3,10 @@
 - validation L_k (Eq. 10) against the identity baseline bhat(z) = z, per t bucket;
 - relative error of bhat against a Monte-Carlo estimate of E_eps[zhat_t | z, t] (K prior
   passes per image and t), per t bucket, again against the identity baseline;
+- stability gains per t bucket: how the mean gradient responds to the image's contrast and to
+  a small colour offset, for g_lmc and for the (unweighted) SDS projection z - zhat_t. Positive:
+  a descent step shrinks that component (restoring); negative: it grows it, and an optimisation
+  with that gradient runs away along it (the colour collapse in the README's investigation);
 - radially averaged power spectra of z, zhat_t and bhat for several t (paper Fig. 1 right);
 - a grid of samples (z, zhat_t, bhat) at several t.
 """
@@ -25,12 +29,28 @@ from ..evaluation.spectra import radial_power_spectrum  # noqa: E402
 from .images import CropSampler  # noqa: E402
 
 BUCKETS = [(20, 200), (200, 400), (400, 600), (600, 800), (800, 981)]
+COLOUR_OFFSET = (0.0, 0.15, -0.15)  # small per-channel offset for the colour gain
 
 
 def _rel_err(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-image ||pred - target|| / ||target - mean(target)||."""
     centred = target - target.mean(dim=(1, 2, 3), keepdim=True)
     return (pred - target).flatten(1).norm(dim=1) / centred.flatten(1).norm(dim=1).clamp_min(1e-8)
+
+
+def _gain(response: torch.Tensor, direction: torch.Tensor) -> float:
+    """<response, direction> / <direction, direction>, pooled over the batch."""
+    return ((response * direction).sum() / (direction * direction).sum().clamp_min(1e-12)).item()
+
+
+def _mc_zhat(prior, z, t, emb, gen, k: int) -> List[torch.Tensor]:
+    """k one-pass unconditional x0 predictions of z at t, fresh noise each."""
+    abar, out = prior.abar(t), []
+    for _ in range(k):
+        eps = torch.randn(z.shape, generator=gen).to(prior.device)
+        zt = G.z_t(z, eps, abar)
+        out.append(G.zhat_t(zt, prior.eps(zt, t, emb), abar))
+    return out
 
 
 @torch.no_grad()
@@ -54,18 +74,22 @@ def corrective_report(
     sampler = CropSampler(val_paths, prior.resolution, seed=seed, photos_per_batch=num_images)
     z = sampler.batch(0, num_images).to(prior.device)  # one photo per crop
     gen = seeded_generator(seed, 1)
+    colour = torch.tensor(COLOUR_OFFSET, device=prior.device).view(1, 3, 1, 1)
     rows = []
     for lo, hi in BUCKETS:
         t = torch.randint(lo, hi, (num_images,), generator=gen).to(prior.device)
-        abar = prior.abar(t)
         emb = emb_0.to(prior.device).expand(num_images, -1, -1)
-        samples = []
-        for _ in range(mc_samples):
-            eps = torch.randn(z.shape, generator=gen).to(prior.device)
-            zt = G.z_t(z, eps, abar)
-            samples.append(G.zhat_t(zt, prior.eps(zt, t, emb), abar))
+        samples = _mc_zhat(prior, z, t, emb, gen, mc_samples)
         zhat, mc_mean = samples[0], torch.stack(samples).mean(0)
         b = model(z, t)
+        # mean gradients E_eps[g] at z and at z plus a colour offset
+        zc = (z + colour).clamp(-1, 1)
+        samples_c = _mc_zhat(prior, zc, t, emb, gen, mc_samples)
+        bc = model(zc, t)
+        g_lmc = torch.stack([G.g_lmc(G.bhat(b, s, mode), s) for s in samples]).mean(0)
+        g_lmc_c = torch.stack([G.g_lmc(G.bhat(bc, s, mode), s) for s in samples_c]).mean(0)
+        proj, proj_c = z - mc_mean, zc - torch.stack(samples_c).mean(0)
+        contrast = z - z.mean(dim=(1, 2, 3), keepdim=True)
         rows.append(
             {
                 "t": f"{lo}-{hi - 1}",
@@ -73,12 +97,13 @@ def corrective_report(
                 "loss_k_identity": G.loss_k(z, zhat, mode).item(),
                 "rel_err_mc": _rel_err(G.bhat(b, mc_mean, mode), mc_mean).mean().item(),
                 "rel_err_mc_identity": _rel_err(G.bhat(z, mc_mean, mode), mc_mean).mean().item(),
+                "contrast_gain_lmc": _gain(g_lmc, contrast),
+                "contrast_gain_proj": _gain(proj, contrast),
+                "colour_gain_lmc": _gain(g_lmc_c - g_lmc, zc - z),
+                "colour_gain_proj": _gain(proj_c - proj, zc - z),
             }
         )
-    overall = {
-        k: sum(r[k] for r in rows) / len(rows)
-        for k in ("loss_k", "loss_k_identity", "rel_err_mc", "rel_err_mc_identity")
-    }
+    overall = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0] if k != "t"}
 
     # spectra and sample grid at fixed t
     n_show = min(4, num_images)
@@ -162,6 +187,21 @@ def _markdown(report: dict) -> str:
         "",
         "Identity: bhat(z) = z (no corrective). Relative error: ||bhat - m|| / ||m - mean(m)|| "
         "with m the Monte-Carlo mean of zhat_t, both sides normalised as in Eq. 10.",
+        "",
+        "Stability gains of the mean gradient (positive: a descent step shrinks the component, "
+        "negative: it grows it, and optimisation runs away along it). Projection: z - zhat_t, "
+        "the SDS term without its sqrt(abar/(1-abar)) weight. Colour: a per-channel offset "
+        f"{COLOUR_OFFSET} added to the images.",
+        "",
+        "| t | contrast g_lmc | contrast proj. | colour g_lmc | colour proj. |",
+        "|---|---|---|---|---|",
+    ]
+    for r in report["buckets"] + [dict(report["overall"], t="all")]:
+        lines.append(
+            f"| {r['t']} | {r['contrast_gain_lmc']:+.3f} | {r['contrast_gain_proj']:+.3f} | "
+            f"{r['colour_gain_lmc']:+.3f} | {r['colour_gain_proj']:+.3f} |"
+        )
+    lines += [
         "",
         "![power spectra](spectra.png)",
         "",
