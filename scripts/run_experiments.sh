@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The measured comparison in the README (CPU, about 30 minutes): synthesis omega sweep,
-# fixed vs standard epsilon, editing; results in docs/results/.
+# The measured comparison in the README (CPU, about 25 minutes): synthesis omega sweep,
+# fixed vs standard epsilon, editing, 64 px with the patch strategy; results in docs/results/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -11,3 +11,5 @@ $PY -m lmcsds.evaluation.experiments synthesis --out "$OUT/synthesis" --losses s
 $PY -m lmcsds.evaluation.experiments synthesis --out "$OUT/diversity" --losses sds,lmc-sds \
     --omegas 10 --seeds 4 --fixed both --steps "$STEPS"
 $PY -m lmcsds.evaluation.experiments edit --out "$OUT/editing" --losses sds,lmc-sds --steps "$STEPS"
+$PY -m lmcsds.evaluation.experiments synthesis --out "$OUT/patches" --losses sds,lmc-sds \
+    --omegas 10,20 --seeds 1 --size 64 --steps "$STEPS"
