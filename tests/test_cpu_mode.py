@@ -175,7 +175,20 @@ def test_full_precision_prompt_processor_caches_t5_embeddings(
     assert [p.stat().st_mtime_ns for p in cache] == stamps
 
 
-# --- threestudio's launch.py on the CPU ----------------------------------------------------------
+# --- threestudio's launch.py on the CPU ---
+
+
+def test_cpu_mode_acts_only_when_asked(monkeypatch):
+    import pytorch_lightning
+
+    from lmcsds.adapter import cpu_mode
+
+    monkeypatch.delenv("LMCSDS_DEVICE", raising=False)
+    before = pytorch_lightning.Trainer.__init__
+    assert cpu_mode.activate() is None and pytorch_lightning.Trainer.__init__ is before
+    monkeypatch.setenv("LMCSDS_DEVICE", "tpu")
+    with pytest.raises(ValueError, match="LMCSDS_DEVICE='tpu'"):
+        cpu_mode.requested_device()
 
 
 def _run_dir(tmp_path: Path) -> Path:
