@@ -6,8 +6,10 @@ Each run is threestudio's own ``launch.py --train`` on a config derived from one
 - ``renders.png``: the final test renders, one row per run, views evenly spaced;
 - ``strip.mp4``: the test videos side by side;
 - ``curves.png``: loss_sds and the gradient norm per step;
-- ``metrics.csv`` / ``metrics.md``: the 2D harness's metrics on every final test render, plus the
-  mean gradient norm and loss_sds (how the guidance balances against the regularisers).
+- ``metrics.csv`` / ``metrics.md``: the 2D harness's metrics on every final test render, the
+  fraction of non-black pixels (an empty scene is black, which a classifier may still label),
+  the mean gradient norm and loss_sds (how the guidance balances against the regularisers) and
+  the number of non-finite steps.
 
 Runs whose final checkpoint exists are reused, so an interrupted comparison continues where it
 stopped (``--force`` re-runs). Runs: ``sds-builtin`` (``deep-floyd-guidance`` at its default
@@ -201,6 +203,12 @@ def frames_to_tensor(frames: List[np.ndarray], size: int) -> torch.Tensor:
     return x
 
 
+def foreground_fraction(images: torch.Tensor, threshold: float = -0.9) -> float:
+    """Fraction of pixels brighter than the black backdrop (in [-1, 1]): 0 for an empty scene,
+    whatever a classifier makes of a black image."""
+    return (images.max(dim=1).values > threshold).float().mean().item()
+
+
 def _fashion_mnist_class(prompt: str) -> Optional[int]:
     from ..training.fashion_mnist import CLASS_NAMES, TEMPLATES, class_prompt
 
@@ -229,16 +237,19 @@ def render_metrics(
     rows = []
     for run in runs:
         images = frames_to_tensor(run.frames, size)
-        row = {"run": run.spec.label}
+        row = {"run": run.spec.label, "foreground_fraction": foreground_fraction(images)}
         if real is not None:
+            row["foreground_fraction_real"] = foreground_fraction(real)
             target = torch.full((len(images),), cls)
             row.update(M.image_metrics(images, real, classifier, target))
         else:
             row["hf_energy"] = M.high_frequency_energy(images).mean().item()
             row["clipped_fraction"] = M.clipped_fraction(images)
             row["std"] = images.flatten(1).std(1).mean().item()
-        row["mean_loss_sds"] = float(np.mean(run.log["loss_sds"]))
+        losses = np.array(run.log["loss_sds"])
+        row["mean_loss_sds"] = float(np.nanmean(losses)) if np.isfinite(losses).any() else np.nan
         row["mean_grad_norm"] = float(np.nanmean(run.log["grad_norm"]))
+        row["non_finite_steps"] = int((~np.isfinite(losses)).sum())
         rows.append(row)
     return rows
 
