@@ -43,11 +43,10 @@ def _gain(response: torch.Tensor, direction: torch.Tensor) -> float:
     return ((response * direction).sum() / (direction * direction).sum().clamp_min(1e-12)).item()
 
 
-def _mc_zhat(prior, z, t, emb, gen, k: int) -> List[torch.Tensor]:
-    """k one-pass unconditional x0 predictions of z at t, fresh noise each."""
+def _mc_zhat(prior, z, t, emb, noises: List[torch.Tensor]) -> List[torch.Tensor]:
+    """One-pass unconditional x0 predictions of z at t, one per noise."""
     abar, out = prior.abar(t), []
-    for _ in range(k):
-        eps = torch.randn(z.shape, generator=gen).to(prior.device)
+    for eps in noises:
         zt = G.z_t(z, eps, abar)
         out.append(G.zhat_t(zt, prior.eps(zt, t, emb), abar))
     return out
@@ -79,12 +78,14 @@ def corrective_report(
     for lo, hi in BUCKETS:
         t = torch.randint(lo, hi, (num_images,), generator=gen).to(prior.device)
         emb = emb_0.to(prior.device).expand(num_images, -1, -1)
-        samples = _mc_zhat(prior, z, t, emb, gen, mc_samples)
+        noises = [torch.randn(z.shape, generator=gen).to(prior.device) for _ in range(mc_samples)]
+        samples = _mc_zhat(prior, z, t, emb, noises)
         zhat, mc_mean = samples[0], torch.stack(samples).mean(0)
         b = model(z, t)
-        # mean gradients E_eps[g] at z and at z plus a colour offset
+        # mean gradients E_eps[g] at z and at z plus a colour offset, same noises (paired: the
+        # difference is the response to the offset, not noise)
         zc = (z + colour).clamp(-1, 1)
-        samples_c = _mc_zhat(prior, zc, t, emb, gen, mc_samples)
+        samples_c = _mc_zhat(prior, zc, t, emb, noises)
         bc = model(zc, t)
         g_lmc = torch.stack([G.g_lmc(G.bhat(b, s, mode), s) for s in samples]).mean(0)
         g_lmc_c = torch.stack([G.g_lmc(G.bhat(bc, s, mode), s) for s in samples_c]).mean(0)
