@@ -236,7 +236,8 @@ def test_stability_gains_of_an_identity_corrective_equal_the_projections(
         mc_samples=2,
     )  # fmt: skip
     for row in report["buckets"]:
-        for kind in ("contrast", "colour"):
+        for kind in ("contrast", "colour", "brightness"):
             assert row[f"{kind}_gain_lmc"] == pytest.approx(row[f"{kind}_gain_proj"], abs=1e-4)
+        assert row["mean_lmc"] == pytest.approx(row["mean_proj"], abs=1e-5)
         assert row["rel_err_mc"] == pytest.approx(row["rel_err_mc_identity"], abs=1e-5)
     assert "colour g_lmc" in (tmp_path / "r" / "report.md").read_text()

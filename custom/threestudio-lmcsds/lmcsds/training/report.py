@@ -4,7 +4,8 @@
 - relative error of bhat against a Monte-Carlo estimate of E_eps[zhat_t | z, t] (K prior
   passes per image and t), per t bucket, again against the identity baseline;
 - stability gains per t bucket: how the mean gradient responds to the image's contrast and to
-  a small colour offset, for g_lmc and for the (unweighted) SDS projection z - zhat_t. Positive:
+  small colour and brightness offsets, and its mean (drift) at the image itself, for g_lmc and
+  for the (unweighted) SDS projection z - zhat_t. Positive:
   a descent step shrinks that component (restoring); negative: it grows it, and an optimisation
   with that gradient runs away along it (the colour collapse in the README's investigation);
 - radially averaged power spectra of z, zhat_t and bhat for several t (paper Fig. 1 right);
@@ -29,7 +30,8 @@ from ..evaluation.spectra import radial_power_spectrum  # noqa: E402
 from .images import CropSampler  # noqa: E402
 
 BUCKETS = [(20, 200), (200, 400), (400, 600), (600, 800), (800, 981)]
-COLOUR_OFFSET = (0.0, 0.15, -0.15)  # small per-channel offset for the colour gain
+# small offsets of z whose response the stability gains measure
+OFFSETS = {"colour": (0.0, 0.15, -0.15), "brightness": (0.15, 0.15, 0.15)}
 
 
 def _rel_err(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -73,7 +75,6 @@ def corrective_report(
     sampler = CropSampler(val_paths, prior.resolution, seed=seed, photos_per_batch=num_images)
     z = sampler.batch(0, num_images).to(prior.device)  # one photo per crop
     gen = seeded_generator(seed, 1)
-    colour = torch.tensor(COLOUR_OFFSET, device=prior.device).view(1, 3, 1, 1)
     rows = []
     for lo, hi in BUCKETS:
         t = torch.randint(lo, hi, (num_images,), generator=gen).to(prior.device)
@@ -82,28 +83,31 @@ def corrective_report(
         samples = _mc_zhat(prior, z, t, emb, noises)
         zhat, mc_mean = samples[0], torch.stack(samples).mean(0)
         b = model(z, t)
-        # mean gradients E_eps[g] at z and at z plus a colour offset, same noises (paired: the
-        # difference is the response to the offset, not noise)
-        zc = (z + colour).clamp(-1, 1)
-        samples_c = _mc_zhat(prior, zc, t, emb, noises)
-        bc = model(zc, t)
         g_lmc = torch.stack([G.g_lmc(G.bhat(b, s, mode), s) for s in samples]).mean(0)
-        g_lmc_c = torch.stack([G.g_lmc(G.bhat(bc, s, mode), s) for s in samples_c]).mean(0)
-        proj, proj_c = z - mc_mean, zc - torch.stack(samples_c).mean(0)
+        proj = z - mc_mean  # E[z - zhat_t]: the SDS projection without its weight
         contrast = z - z.mean(dim=(1, 2, 3), keepdim=True)
-        rows.append(
-            {
-                "t": f"{lo}-{hi - 1}",
-                "loss_k": G.loss_k(b, zhat, mode).item(),
-                "loss_k_identity": G.loss_k(z, zhat, mode).item(),
-                "rel_err_mc": _rel_err(G.bhat(b, mc_mean, mode), mc_mean).mean().item(),
-                "rel_err_mc_identity": _rel_err(G.bhat(z, mc_mean, mode), mc_mean).mean().item(),
-                "contrast_gain_lmc": _gain(g_lmc, contrast),
-                "contrast_gain_proj": _gain(proj, contrast),
-                "colour_gain_lmc": _gain(g_lmc_c - g_lmc, zc - z),
-                "colour_gain_proj": _gain(proj_c - proj, zc - z),
-            }
-        )
+        row = {
+            "t": f"{lo}-{hi - 1}",
+            "loss_k": G.loss_k(b, zhat, mode).item(),
+            "loss_k_identity": G.loss_k(z, zhat, mode).item(),
+            "rel_err_mc": _rel_err(G.bhat(b, mc_mean, mode), mc_mean).mean().item(),
+            "rel_err_mc_identity": _rel_err(G.bhat(z, mc_mean, mode), mc_mean).mean().item(),
+            "contrast_gain_lmc": _gain(g_lmc, contrast),
+            "contrast_gain_proj": _gain(proj, contrast),
+            "mean_lmc": g_lmc.mean().item(),  # > 0: a descent step darkens the image
+            "mean_proj": proj.mean().item(),
+        }
+        # the response to an offset, with the same noises (paired: the difference is the
+        # response to the offset, not noise)
+        for name, offset in OFFSETS.items():
+            zo = (z + torch.tensor(offset, device=z.device).view(1, 3, 1, 1)).clamp(-1, 1)
+            samples_o = _mc_zhat(prior, zo, t, emb, noises)
+            bo = model(zo, t)
+            g_lmc_o = torch.stack([G.g_lmc(G.bhat(bo, s, mode), s) for s in samples_o]).mean(0)
+            proj_o = zo - torch.stack(samples_o).mean(0)
+            row[f"{name}_gain_lmc"] = _gain(g_lmc_o - g_lmc, zo - z)
+            row[f"{name}_gain_proj"] = _gain(proj_o - proj, zo - z)
+        rows.append(row)
     overall = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0] if k != "t"}
 
     # spectra and sample grid at fixed t
@@ -191,16 +195,20 @@ def _markdown(report: dict) -> str:
         "",
         "Stability gains of the mean gradient (positive: a descent step shrinks the component, "
         "negative: it grows it, and optimisation runs away along it). Projection: z - zhat_t, "
-        "the SDS term without its sqrt(abar/(1-abar)) weight. Colour: a per-channel offset "
-        f"{COLOUR_OFFSET} added to the images.",
+        "the SDS term without its sqrt(abar/(1-abar)) weight. Colour / brightness: per-channel "
+        f"offsets {OFFSETS['colour']} / {OFFSETS['brightness']} added to the images. Mean: the "
+        "mean of the gradient at the image itself (positive: a descent step darkens it).",
         "",
-        "| t | contrast g_lmc | contrast proj. | colour g_lmc | colour proj. |",
-        "|---|---|---|---|---|",
+        "| t | contrast g_lmc | contrast proj. | colour g_lmc | colour proj. "
+        "| brightness g_lmc | brightness proj. | mean g_lmc | mean proj. |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["buckets"] + [dict(report["overall"], t="all")]:
         lines.append(
             f"| {r['t']} | {r['contrast_gain_lmc']:+.3f} | {r['contrast_gain_proj']:+.3f} | "
-            f"{r['colour_gain_lmc']:+.3f} | {r['colour_gain_proj']:+.3f} |"
+            f"{r['colour_gain_lmc']:+.3f} | {r['colour_gain_proj']:+.3f} | "
+            f"{r['brightness_gain_lmc']:+.3f} | {r['brightness_gain_proj']:+.3f} | "
+            f"{r['mean_lmc']:+.3f} | {r['mean_proj']:+.3f} |"
         )
     lines += [
         "",
