@@ -54,7 +54,7 @@ class GuidanceVisualisingDreamFusion(DreamFusion):
     def save_guidance_images(self, rgb: torch.Tensor, eval_out: dict) -> str:
         """One grid: rows = batch items, columns = the render and each ``imgs_*`` image."""
         n, size = eval_out["bs"], max(rgb.shape[1], 128)  # small renders upscaled to read
-        names = sorted(k for k in eval_out if k.startswith("imgs_"))
+        names = [k for k in eval_out if k.startswith("imgs_")]  # in the guidance's order
 
         def column(x: torch.Tensor) -> torch.Tensor:  # (n, h, w, 3) -> (n * size, size, 3)
             x = F.interpolate(x[:n].permute(0, 3, 1, 2).float(), (size, size), mode="nearest")
