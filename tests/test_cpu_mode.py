@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from .conftest import ROOT, THREESTUDIO_DIR
@@ -301,6 +302,49 @@ def test_compare_runs_builtin_sds_and_lmc_sds_side_by_side(tmp_path):
     stamps = {p: p.stat().st_mtime_ns for p in (out / "logs").iterdir()}
     compare(run, CPU_CONFIG, "a photo of a sneaker", out, steps=2, omegas=[10.0], overrides=tiny)
     assert {p: p.stat().st_mtime_ns for p in (out / "logs").iterdir()} == stamps
+
+
+def test_bench3d_scores_runs_against_the_true_object_and_resumes(tmp_path):
+    """Two guidances (one with two fixed-eps seeds) on a procedural object, tiny settings."""
+    import json
+
+    from lmcsds.evaluation.bench3d import bench3d
+    from lmcsds.priors.objects3d import ObjectSpec
+
+    run = _run_dir(tmp_path)
+    out = tmp_path / "bench"
+    tiny = [
+        "data.n_val_views=1", "data.eval_height=32", "data.eval_width=32",
+        "trainer.val_check_interval=2", "system.renderer.num_samples_per_ray=16",
+    ]  # fmt: skip
+    kw = dict(prompts=[ObjectSpec("mug", "green", "striped")], fixed_seeds=2, views=4,
+              guidances=["sds-builtin", "lmc-sds-fixed-w20"], overrides=tiny,
+              classifier_path=str(ROOT / "load/lmcsds/priors/objects-classifier.safetensors"))  # fmt: skip
+    rows = bench3d(run, CPU_CONFIG, out, 2, **kw)
+    assert [(r["guidance"], r["seed"]) for r in rows] == [
+        ("sds-builtin", 0),
+        ("lmc-sds-fixed-w20", 0),
+        ("lmc-sds-fixed-w20", 1),
+    ]
+    for r in rows:
+        assert 0 <= r["iou"] <= 1 and r["iou"] >= r["iou_front"] - 1e-6
+        assert r["turn_deg"] in (0.0, 90.0, 180.0, 270.0)
+        assert 0 <= r["view_acc"] <= 1 and 0 <= r["janus_rate"] <= 1  # a mug: asymmetric
+        assert r["non_finite"] == 0 and r["wall_s"] > 0 and r["delta_e_mean"] >= 0
+    fixed = OmegaConf.load(out / "configs" / "lmc-sds-fixed-w20.yaml").system.guidance
+    assert fixed.fixed_noise and fixed.loss_type == "lmc-sds"
+    summary = (out / "summary.md").read_text()
+    assert "lmc-sds-fixed-w20 | 2 |" in summary  # two seeds, one row, with a diversity value
+    for name in ("renders-green-striped-mug.png", "per_prompt.csv", "summary.png", "COMMAND.md"):
+        assert (out / name).stat().st_size > 0
+    # a second call reuses the runs and their scores
+    scores = out / "runs" / "green-striped-mug" / "sds-builtin-s0" / "scores.json"
+    stamp = scores.stat().st_mtime_ns
+    again = bench3d(run, CPU_CONFIG, out, 2, **kw)
+    assert (
+        scores.stat().st_mtime_ns == stamp
+        and json.loads(scores.read_text())["iou"] == again[0]["iou"]
+    )
 
 
 # --- mesh stage ----------------------------------------------------------------------------------

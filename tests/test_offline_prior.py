@@ -89,7 +89,7 @@ def test_experiment_runner_few_steps(tmp_path):
 @needs_fmnist
 def test_prior_trainer_resumes(tmp_path, monkeypatch):
     from lmcsds.core import IFPrior
-    from lmcsds.training.prior import train_prior
+    from lmcsds.priors.train import train_prior
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "build").mkdir()

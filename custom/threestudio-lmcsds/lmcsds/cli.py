@@ -254,6 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare.add_arguments(c)
     c.set_defaults(func=compare.main)
+
+    b = sub.add_parser("bench3d", help="text-to-3D against ground truth (procedural objects)")
+    from .evaluation import bench3d
+
+    bench3d.add_arguments(b)
+    b.set_defaults(func=bench3d.main)
     return parser
 
 

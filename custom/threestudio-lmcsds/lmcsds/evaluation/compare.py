@@ -109,6 +109,17 @@ def prior_resolution(run_dir: Path, name_or_path: str) -> Optional[int]:
     return None
 
 
+def check_threestudio_dir(run_dir: Path) -> Path:
+    """The absolute threestudio folder; a clear error when it holds no launch.py."""
+    run_dir = run_dir.resolve()
+    if not (run_dir / "launch.py").is_file():
+        raise FileNotFoundError(
+            f"--threestudio {run_dir}: no launch.py there; pass the threestudio folder the "
+            f"extension is linked into (scripts/setup.sh prints it)"
+        )
+    return run_dir
+
+
 def write_config(base_config: Path, spec: RunSpec, out: Path) -> Path:
     """The base config with its guidance replaced by the run's (interpolations kept)."""
     from omegaconf import OmegaConf
@@ -318,12 +329,7 @@ def compare(
 ) -> List[dict]:
     from omegaconf import OmegaConf
 
-    run_dir, out = run_dir.resolve(), out.resolve()
-    if not (run_dir / "launch.py").is_file():
-        raise FileNotFoundError(
-            f"--threestudio {run_dir}: no launch.py there; pass the threestudio folder the "
-            f"extension is linked into (scripts/setup.sh prints it)"
-        )
+    run_dir, out = check_threestudio_dir(run_dir), out.resolve()
     base = OmegaConf.load(base_config)
     guidance = OmegaConf.to_container(base.system.guidance, resolve=False)
     resolution = prior_resolution(run_dir, guidance["pretrained_model_name_or_path"])

@@ -1,4 +1,4 @@
-"""Train the small DeepFloyd-IF-shaped prior on Fashion-MNIST, on a CPU.
+"""Train a small DeepFloyd-IF-shaped prior on an offline data set, on a CPU.
 
 The prior has IF stage I's UNet block types, 6 output channels, IF's DDPM scheduler, a 2-layer
 T5 encoder and a sentencepiece tokenizer trained on the prompts, and is saved in IF's folder
@@ -9,15 +9,18 @@ layout, so the guidance loads it with ``IFPipeline.from_pretrained`` like DeepFl
 - classifier-free guidance: the prompt is replaced by "" with probability ``p_uncond``;
 - the T5 encoder keeps its random initialisation (frozen): it only has to tell prompts apart;
 - an exponential moving average of the UNet weights is what gets saved;
+- the learning rate warms up linearly over ``warmup`` steps;
 - checkpoints are atomic and ``resume`` continues (a run can span several sittings).
 
-    python -m lmcsds.training.prior --out load/lmcsds/priors/fmnist-if-32 --minutes 60
+    python -m lmcsds.priors.train --data fmnist --out load/lmcsds/priors/fmnist-if-32
+    python -m lmcsds.priors.train --data objects3d --out load/lmcsds/priors/objects-if-32
 """
 
 import argparse
 import copy
 import time
 from pathlib import Path
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -25,23 +28,24 @@ from tqdm import tqdm
 
 from ..core import gradients as G
 from ..core.atomic import atomic_write
-from ..core.if_factory import IFShape, build_if_pipeline
+from ..core.if_factory import build_if_pipeline
 from ..core.noise import seeded_generator
-from .fashion_mnist import TEMPLATES, all_prompts, load_split
-
-SHAPE = IFShape(sample_size=32, block_out_channels=[32, 64, 64], encoder_hid_dim=64)
+from .datasets import DATASETS, PriorData
 
 
 @torch.no_grad()
-def prompt_table(pipe) -> torch.Tensor:
-    """T5 embeddings of all_prompts(): (10 * len(TEMPLATES) + 1, 77, 64); the last is ""."""
+def prompt_table(pipe, prompts: List[str], chunk: int = 256) -> torch.Tensor:
+    """T5 embeddings of the prompts: (len(prompts), 77, d_model)."""
     from ..core.text import IF_MAX_LENGTH
 
-    tokens = pipe.tokenizer(
-        all_prompts(), padding="max_length", max_length=IF_MAX_LENGTH, truncation=True,
-        add_special_tokens=True, return_tensors="pt",
-    )  # fmt: skip
-    return pipe.text_encoder(tokens.input_ids, attention_mask=tokens.attention_mask)[0]
+    out = []
+    for i in range(0, len(prompts), chunk):
+        tokens = pipe.tokenizer(
+            prompts[i : i + chunk], padding="max_length", max_length=IF_MAX_LENGTH,
+            truncation=True, add_special_tokens=True, return_tensors="pt",
+        )  # fmt: skip
+        out.append(pipe.text_encoder(tokens.input_ids, attention_mask=tokens.attention_mask)[0])
+    return torch.cat(out)
 
 
 def _tokenizer_from_bytes(model: bytes, path: Path):
@@ -63,12 +67,18 @@ def train_prior(
     seed: int = 0,
     checkpoint_every: int = 100,
     resume: bool = True,
+    data: str = "fmnist",
+    warmup: int = 0,
+    dataset: Optional[PriorData] = None,
 ) -> Path:
     out_dir = Path(out)
     ckpt = Path("build") / f"{out_dir.name}-training.ckpt"  # large; not committed
     torch.manual_seed(seed)
-    pipe = build_if_pipeline(all_prompts() * 8, SHAPE)
-    images, labels = load_split("train")
+    if dataset is None:
+        if data not in DATASETS:
+            raise ValueError(f"unknown data set {data!r}; choose one of {', '.join(DATASETS)}")
+        dataset = DATASETS[data]()
+    pipe = build_if_pipeline(dataset.tokenizer_texts, dataset.shape)
     state = None
     if resume and ckpt.exists():
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
@@ -84,9 +94,11 @@ def train_prior(
         opt.load_state_dict(state["optimizer"])
         start = state["step"]
     pipe.text_encoder.eval()
-    table = prompt_table(pipe)
+    table = prompt_table(pipe, dataset.prompts)
     abar_all = scheduler.alphas_cumprod.float()
-    n_templates = len(TEMPLATES)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup)))
+    sched.last_epoch = start - 1
+    sched.step()
 
     def save(step: int) -> None:
         state = {
@@ -102,9 +114,8 @@ def train_prior(
     step = start
     for step in range(start, steps):
         gen = seeded_generator(seed, step)
-        idx = torch.randint(0, len(images), (batch_size,), generator=gen)
-        z, y = images[idx], labels[idx]
-        prompt = y * n_templates + torch.randint(0, n_templates, (batch_size,), generator=gen)
+        idx = torch.randint(0, dataset.size, (batch_size,), generator=gen)
+        z, prompt = dataset.batch(idx, gen)
         drop = torch.rand(batch_size, generator=gen) < p_uncond
         prompt[drop] = len(table) - 1
         t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=gen)
@@ -116,6 +127,7 @@ def train_prior(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
+        sched.step()
         with torch.no_grad():
             decay = min(ema_decay, (1 + step) / (10 + step))
             for p_ema, p in zip(ema.parameters(), unet.parameters()):
@@ -134,9 +146,10 @@ def train_prior(
     pipe.unet = ema
     pipe.save_pretrained(out_dir, safe_serialization=True)
     (out_dir / "TRAINING.md").write_text(
-        f"Small IF-shaped prior on Fashion-MNIST (train split, 60k): {step} steps of batch "
-        f"{batch_size}, AdamW lr {lr}, EMA {ema_decay}, prompt dropout {p_uncond}, seed {seed}. "
-        f"Trained with `python -m lmcsds.training.prior`.\n"
+        f"Small IF-shaped prior on {dataset.description}: {step} steps of batch {batch_size}, "
+        f"AdamW lr {lr} (warm-up {warmup} steps), EMA {ema_decay}, prompt dropout {p_uncond}, "
+        f"seed {seed}, UNet {dataset.shape.block_out_channels}. Trained with "
+        f"`python -m lmcsds.priors.train --data {dataset.name}`.\n"
     )
     print(f"prior saved to {out_dir} after {step} steps")
     return out_dir
@@ -160,7 +173,7 @@ def sample_grid(
     from diffusers import IFPipeline
 
     from ..core.text import encode_prompts
-    from .fashion_mnist import CLASS_NAMES, class_prompt
+    from ..training.fashion_mnist import CLASS_NAMES, class_prompt
 
     pipe = IFPipeline.from_pretrained(
         prior_dir, text_encoder=None, safety_checker=None, watermarker=None,
@@ -201,11 +214,14 @@ def sample_grid(
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default="fmnist", choices=sorted(DATASETS), help="data set")
     parser.add_argument("--out", default="load/lmcsds/priors/fmnist-if-32")
     parser.add_argument("--minutes", type=float, default=60.0, help="stop (and save) after this")
     parser.add_argument("--steps", type=int, default=20_000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--warmup", type=int, default=0, help="linear warm-up steps")
+    parser.add_argument("--ema", type=float, default=0.999, help="EMA decay of the saved UNet")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     parser.add_argument("--samples-only", action="store_true", help="only draw the sample grid")
@@ -219,8 +235,11 @@ def main(argv=None) -> None:
         args.steps,
         args.batch_size,
         args.lr,
+        ema_decay=args.ema,
         seed=args.seed,
         resume=not args.fresh,
+        data=args.data,
+        warmup=args.warmup,
     )
 
 
