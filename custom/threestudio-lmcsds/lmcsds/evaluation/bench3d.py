@@ -24,7 +24,6 @@ reused, so an interrupted benchmark continues (``--force`` re-runs).
 
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -111,7 +110,8 @@ def guidance_runs(
 
 
 def slug(spec: ObjectSpec) -> str:
-    return re.sub(r"[^a-z]+", "-", spec.caption().replace("a photo of ", "")).strip("-")
+    """Folder name of an object, e.g. "green-striped-mug"."""
+    return "-".join([spec.colour] + [spec.pattern] * (spec.pattern != "plain") + [spec.shape])
 
 
 # --- ground truth ---------------------------------------------------------------------------

@@ -18,7 +18,7 @@ that the built-in guidance resizes to, ``sds-matched``: the same SDS (threestudi
 omega = scale + 1, no 1/omega) through this package's guidance at the prior's own resolution.
 
     LMCSDS_DEVICE=cpu python -m lmcsds compare --threestudio build/threestudio \\
-        --config configs/lmcsds-dreamfusion-cpu.yaml --prompt "a photo of a sneaker" --steps 600
+        --config configs/lmcsds-dreamfusion-cpu.yaml --prompt "a photo of a red striped mug" --steps 600
 """
 
 import csv
