@@ -96,9 +96,6 @@ def train_prior(
     pipe.text_encoder.eval()
     table = prompt_table(pipe, dataset.prompts)
     abar_all = scheduler.alphas_cumprod.float()
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup)))
-    sched.last_epoch = start - 1
-    sched.step()
 
     def save(step: int) -> None:
         state = {
@@ -125,9 +122,10 @@ def train_prior(
         loss = F.mse_loss(out_[:, :3], eps) + 0.1 * F.mse_loss(out_[:, 3:], -torch.ones_like(eps))
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        for group in opt.param_groups:  # linear warm-up
+            group["lr"] = lr * min(1.0, (step + 1) / max(1, warmup))
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
-        sched.step()
         with torch.no_grad():
             decay = min(ema_decay, (1 + step) / (10 + step))
             for p_ema, p in zip(ema.parameters(), unet.parameters()):
