@@ -88,3 +88,17 @@ def test_detail_ratio_of_the_truth_is_one_and_blur_lowers_it():
     assert abs(M3.detail_ratio(x, x) - 1.0) < 1e-6
     blur = torch.nn.functional.avg_pool2d(x, 3, 1, 1)
     assert M3.detail_ratio(blur, x) < 0.5
+
+
+def test_occupied_density_stops_half_the_light_over_the_thinnest_parts():
+    """The volume metrics' occupancy level: a slab of OCCUPIED_LENGTH at that density, rendered
+    by the dense renderer's weights, has opacity 0.5 (the silhouettes' threshold)."""
+    from lmcsds.adapter.dense_renderer import render_weights
+    from lmcsds.evaluation.bench3d import OCCUPIED_DENSITY, OCCUPIED_LENGTH
+
+    samples = 50
+    density = torch.full((1, samples), OCCUPIED_DENSITY)
+    deltas = torch.full((1, samples), OCCUPIED_LENGTH / samples)
+    weights, _ = render_weights(density, deltas)
+    assert weights.sum().item() == pytest.approx(0.5, abs=1e-5)
+    assert OCCUPIED_DENSITY == pytest.approx(6.93, abs=0.01)  # ln 2 / 0.1

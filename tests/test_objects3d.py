@@ -27,6 +27,7 @@ from lmcsds.priors.objects3d import (
     pattern_mask,
     sdf,
 )
+from lmcsds.priors.objects_data import ALBEDO_PROB
 from lmcsds.priors.sdf_render import AMBIENT, DIFFUSE, render
 
 
@@ -75,6 +76,9 @@ def test_cpu_config_matches_the_prior_data():
     data, system = cfg.data, cfg.system
     assert system.material.ambient_light_color == [AMBIENT] * 3
     assert system.material.diffuse_light_color == [DIFFUSE] * 3
+    # the data has albedo and diffuse renders only: no untextured (white) object
+    assert system.material.textureless_prob == 0.0
+    assert system.material.get("diffuse_prob", 0.75) == 1 - ALBEDO_PROB  # threestudio's default
     assert system.background.color == [0.0, 0.0, 0.0] and not system.background.learned
     assert "objects-if-32" in system.guidance.pretrained_model_name_or_path
     assert system.guidance.view_dependent_prompting

@@ -32,11 +32,9 @@ def extract(trial: Path, resolution: int = 64) -> dict:
     radius = float(cfg.system.geometry.radius)
     points = grid_points(resolution, radius)
     density = torch.cat([geometry.forward_density(p).reshape(-1) for p in points.split(65536)])
-    threshold = cfg.system.geometry.get("isosurface_threshold", 25.0)
     return {
         "density": density.reshape(resolution, resolution, resolution).numpy(),
         "radius": radius,
-        "threshold": float(threshold if isinstance(threshold, (int, float)) else 25.0),
     }
 
 

@@ -6,8 +6,8 @@ training) and every guidance, one run of the base config (only the guidance diff
 
 - silhouettes: IoU of the final test renders' opacity with the object's masks over ``views``
   orbit views, at the best rotation about z (reported) and at the prompted front (shift 0);
-- geometry: IoU of the density field (threshold: the geometry's isosurface threshold) with the
-  object's occupancy, and the Chamfer distance between their surfaces, after that rotation;
+- geometry: IoU of the density field's occupied part (``OCCUPIED_DENSITY``) with the object's
+  occupancy, and the Chamfer distance between their surfaces, after that rotation;
 - colour: CIE76 Delta E per pixel and of the mean foreground colour, chroma, clipped pixels;
 - detail: high-frequency energy relative to the object's renders of the same views;
 - the object classifier on the renders: shape / colour / pattern accuracy and, for the
@@ -64,6 +64,10 @@ PROMPTS = [  # primitives, asymmetric objects, and captions never used in traini
 QUICK_PROMPTS = [ObjectSpec("cube", "red", "plain"), ObjectSpec("mug", "green", "striped")]
 QUICK_GUIDANCES = ["sds-builtin", "sds-w21", "lmc-sds-w20"]
 FIXED_EPS = "lmc-sds-fixed-w20"
+# A point is occupied where 0.1 world units of its density (the objects' thinnest parts: the
+# mug's wall 0.08, the chair's legs 0.12) stop half the light, as the silhouettes' opacity 0.5.
+OCCUPIED_LENGTH = 0.1
+OCCUPIED_DENSITY = float(np.log(2.0) / OCCUPIED_LENGTH)
 
 
 @dataclass
@@ -219,15 +223,16 @@ def score_run(
         "empty": float(area < 0.1 * true_area),
     }
     field = density_field(trial, grid)
-    occupied = torch.from_numpy(field["density"] > field["threshold"])
+    occupied = torch.from_numpy(field["density"] > OCCUPIED_DENSITY)
     true_occ = occupancy(spec, grid, float(field["radius"]), row["turn_deg"])
     row["volume_iou"] = M3.volume_iou(occupied, true_occ)
     row["chamfer"] = M3.chamfer_distance(
-        surface_points(field["density"], float(field["threshold"]), float(field["radius"])),
+        surface_points(field["density"], OCCUPIED_DENSITY, float(field["radius"])),
         surface_points(true_occ.float().numpy(), 0.5, float(field["radius"])),
     )
     row.update(M3.colour_errors(rgb, mask, t_rgb, t_mask))
     row["clipped"] = M3.clipped_fraction_fg(rgb, mask)
+    row["clipped_true"] = M3.clipped_fraction_fg(t_rgb, t_mask)
     row["detail_ratio"] = M3.detail_ratio(rgb, t_rgb)
     small = F.interpolate(rgb * 2 - 1, size=32, mode="bilinear", antialias=True)
     pred = predict(classifier, small)
@@ -253,7 +258,7 @@ def non_finite_steps(trial: Path) -> int:
 
 
 METRICS = ["iou", "iou_front", "turn_deg", "volume_iou", "chamfer", "delta_e_mean",
-           "delta_e_pixel", "chroma", "chroma_true", "clipped", "detail_ratio", "shape_acc",
+           "delta_e_pixel", "chroma", "chroma_true", "clipped", "clipped_true", "detail_ratio", "shape_acc",
            "colour_acc", "pattern_acc", "view_acc", "janus_rate", "empty", "non_finite",
            "wall_s"]  # fmt: skip
 
