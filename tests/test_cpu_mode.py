@@ -303,7 +303,8 @@ def test_compare_runs_builtin_sds_and_lmc_sds_side_by_side(tmp_path):
 
 
 def test_bench3d_scores_runs_against_the_true_object_and_resumes(tmp_path):
-    """Two guidances (one with two fixed-eps seeds) on a procedural object, tiny settings."""
+    """Two guidances (one with two fixed-eps seeds) on a procedural object, tiny settings,
+    two runs at a time."""
     import json
 
     from lmcsds.evaluation.bench3d import bench3d
@@ -316,7 +317,7 @@ def test_bench3d_scores_runs_against_the_true_object_and_resumes(tmp_path):
         "trainer.val_check_interval=2", "system.renderer.num_samples_per_ray=16",
     ]  # fmt: skip
     kw = dict(prompts=[ObjectSpec("mug", "green", "striped")], fixed_seeds=2, views=4,
-              guidances=["sds-builtin", "lmc-sds-fixed-w20"], overrides=tiny,
+              guidances=["sds-builtin", "lmc-sds-fixed-w20"], overrides=tiny, jobs=2,
               classifier_path=str(ROOT / "load/lmcsds/priors/objects-classifier.safetensors"))  # fmt: skip
     rows = bench3d(run, CPU_CONFIG, out, 2, **kw)
     assert [(r["guidance"], r["seed"]) for r in rows] == [
@@ -329,6 +330,10 @@ def test_bench3d_scores_runs_against_the_true_object_and_resumes(tmp_path):
         assert r["turn_deg"] in (0.0, 90.0, 180.0, 270.0)
         assert 0 <= r["view_acc"] <= 1 and 0 <= r["janus_rate"] <= 1  # a mug: asymmetric
         assert r["non_finite"] == 0 and r["wall_s"] > 0 and r["delta_e_mean"] >= 0
+    wall = json.loads(
+        (out / "runs/green-striped-mug/lmc-sds-fixed-w20-s1/wall_time.json").read_text()
+    )
+    assert wall["jobs"] == 2
     fixed = OmegaConf.load(out / "configs" / "lmc-sds-fixed-w20.yaml").system.guidance
     assert fixed.fixed_noise and fixed.loss_type == "lmc-sds"
     summary = (out / "summary.md").read_text()

@@ -260,6 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench3d.add_arguments(b)
     b.set_defaults(func=bench3d.main)
+
+    tb = sub.add_parser(
+        "term-bias", help="mean push of g_cond / g_proj / g_lmc on an object's renders"
+    )
+    from .evaluation import term_bias
+
+    term_bias.add_arguments(tb)
+    tb.set_defaults(func=term_bias.main)
     return parser
 
 

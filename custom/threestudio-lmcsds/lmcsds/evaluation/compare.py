@@ -151,13 +151,19 @@ def launch(
     steps: int,
     label: str,
     trial: Path,
+    threads: Optional[int] = None,
+    position: Optional[int] = None,
 ) -> None:
-    """threestudio's launch.py --train in ``run_dir``; a progress bar follows its CSV log."""
+    """threestudio's launch.py --train in ``run_dir``; a progress bar follows its CSV log.
+    ``threads`` sets the run's CPU threads (OMP_NUM_THREADS), ``position`` its bar's line."""
     env = dict(os.environ)
     if not torch.cuda.is_available():
         env.setdefault("LMCSDS_DEVICE", "cpu")
+    if threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     cmd = [sys.executable, "launch.py", "--config", str(config.resolve()), "--train", *overrides]
-    with open(log_path, "w") as log, tqdm(total=steps, desc=label, unit="step") as bar:
+    bar = tqdm(total=steps, desc=label, unit="step", position=position, leave=position is None)
+    with open(log_path, "w") as log, bar:
         log.write(" ".join(cmd) + "\n")
         log.flush()
         proc = subprocess.Popen(cmd, cwd=run_dir, env=env, stdout=log, stderr=subprocess.STDOUT)
