@@ -154,3 +154,18 @@ def test_residual_corrective_starts_as_identity_and_round_trips(tmp_path):
     save_corrective(path, model, meta)
     loaded, loaded_meta = load_corrective(path)
     assert loaded_meta.architecture.residual and torch.equal(loaded(z, t), z)
+
+
+def test_atomic_write_gives_the_permissions_of_a_plain_write(tmp_path):
+    """mkstemp creates 0600 files; the written file gets 0666 minus the umask, like open()."""
+    from lmcsds.core.atomic import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "a.txt", lambda p: open(p, "w").write("x"))
+        with open(tmp_path / "b.txt", "w") as f:
+            f.write("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o644

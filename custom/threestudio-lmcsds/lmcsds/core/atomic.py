@@ -9,7 +9,8 @@ from typing import Callable, Union
 def atomic_write(path: Union[str, os.PathLike], write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it over ``path``.
 
-    The rename is atomic on POSIX, so ``path`` holds either the old or the new content.
+    The rename is atomic on POSIX, so ``path`` holds either the old or the new content, with
+    the permissions a plain ``open(path, "w")`` would give (mkstemp's 0600 widened by the umask).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -17,6 +18,9 @@ def atomic_write(path: Union[str, os.PathLike], write: Callable[[str], None]) ->
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
