@@ -66,7 +66,7 @@ def test_config_parses_with_threestudio(tmp_path, monkeypatch, cpu_threestudio):
     system_cfg = parse_structured(cpu_threestudio.find(cfg.system_type).Config, cfg.system)
     guidance_cfg = parse_structured(cpu_threestudio.find(NAME).Config, system_cfg.guidance)
     assert guidance_cfg.guidance_scale == 20.0 and guidance_cfg.loss_type == "lmc-sds"
-    assert guidance_cfg.weighting_strategy == "uniform" and guidance_cfg.noise_seed == cfg.seed
+    assert guidance_cfg.weighting_strategy == "sds" and guidance_cfg.noise_seed == cfg.seed
     assert "lambda_sds" in system_cfg.loss  # the system picks up our loss_sds
     sds = load_config(
         str(CONFIG),
