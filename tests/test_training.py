@@ -135,8 +135,23 @@ def test_resume_gives_the_same_weights(tiny_if_dir, photos, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
-    with pytest.raises(ValueError, match="batch_size"):
+    with pytest.raises(SystemExit) as exit_:
         train(tiny_if_dir, photos, tmp_path / "resumed", 8, "--resume", "--batch-size", "2")
+    assert exit_.value.code == 2
+
+
+def test_bad_input_prints_one_line_and_exits_2(capsys, monkeypatch):
+    """No traceback for bad input: one line naming the command and the value; LMCSDS_DEBUG=1
+    re-raises."""
+    monkeypatch.delenv("LMCSDS_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        cli(["bench3d", "--out", "x", "--jobs", "0"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert err == "lmcsds bench3d: error: --jobs must be >= 1, got 0\n"
+    monkeypatch.setenv("LMCSDS_DEBUG", "1")
+    with pytest.raises(ValueError, match="--jobs"):
+        cli(["bench3d", "--out", "x", "--jobs", "0"])
 
 
 def test_kill_during_checkpoint_write_keeps_previous(tiny_if_dir, photos, tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ lmcsds compare --threestudio TS --config configs/lmcsds-dreamfusion.yaml --promp
 """
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -271,9 +272,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# bad input (a missing file, a wrong value, a corrective for another prior): one line, exit 2
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     args = build_parser().parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except USER_ERRORS as e:
+        if os.environ.get("LMCSDS_DEBUG"):
+            raise
+        message = " ".join(str(e).split()) or type(e).__name__
+        print(f"lmcsds {args.command}: error: {message}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
