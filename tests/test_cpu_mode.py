@@ -338,7 +338,8 @@ def test_bench3d_scores_runs_against_the_true_object_and_resumes(tmp_path):
     assert fixed.fixed_noise and fixed.loss_type == "lmc-sds"
     summary = (out / "summary.md").read_text()
     assert "lmc-sds-fixed-w20 | 2 |" in summary  # two seeds, one row, with a diversity value
-    for name in ("renders-green-striped-mug.png", "per_prompt.csv", "summary.png", "COMMAND.md"):
+    for name in ("renders-green-striped-mug.png", "per_prompt.csv", "summary.png", "iou.png",
+                 "COMMAND.md"):  # fmt: skip
         assert (out / name).stat().st_size > 0
     # a second call reuses the runs and their scores
     scores = out / "runs" / "green-striped-mug" / "sds-builtin-s0" / "scores.json"

@@ -469,6 +469,7 @@ def write_results(rows: List[dict], out: Path, steps: int, views: int) -> None:
         + f"{np.nanmean([r['chroma_true'] for r in rows]):.1f}\n"
     )
     plot_summary(summary, out / "summary.png")
+    plot_iou_grid(rows, out / "iou.png")
 
 
 def plot_summary(summary: List[dict], path: Path) -> None:
@@ -487,6 +488,33 @@ def plot_summary(summary: List[dict], path: Path) -> None:
         ax.set_xticks(range(len(names)), names, rotation=70, fontsize=7)
         ax.set_title(title, fontsize=9)
     axes[4].axhline(1.0, color="k", lw=0.8, ls="--")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_iou_grid(rows: List[dict], path: Path) -> None:
+    """Silhouette IoU per prompt (rows) and guidance (columns), mean over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    prompts = list(dict.fromkeys(r["prompt"] for r in rows))
+    guidances = list(dict.fromkeys(r["guidance"] for r in rows))
+    grid = np.array([[np.mean([r["iou"] for r in rows if r["prompt"] == p and r["guidance"] == g]
+                               or [np.nan]) for g in guidances] for p in prompts])  # fmt: skip
+    fig, ax = plt.subplots(figsize=(1.0 * len(guidances) + 3.5, 0.45 * len(prompts) + 1.8))
+    im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis")
+    for (i, j), v in np.ndenumerate(grid):
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
+                color="white" if v < 0.6 else "black")  # fmt: skip
+    labels = [p.replace("a photo of ", "") + (" *" if parse_caption(p) in HELD_OUT else "")
+              for p in prompts]  # fmt: skip
+    ax.set_yticks(range(len(prompts)), labels, fontsize=8)
+    ax.set_xticks(range(len(guidances)), guidances, rotation=60, ha="right", fontsize=8)
+    ax.set_title("silhouette IoU vs the true object (* caption never trained on)", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.03)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
