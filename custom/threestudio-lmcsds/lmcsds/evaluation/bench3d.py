@@ -504,8 +504,8 @@ def plot_iou_grid(rows: List[dict], path: Path) -> None:
     guidances = list(dict.fromkeys(r["guidance"] for r in rows))
     grid = np.array([[np.mean([r["iou"] for r in rows if r["prompt"] == p and r["guidance"] == g]
                                or [np.nan]) for g in guidances] for p in prompts])  # fmt: skip
-    fig, ax = plt.subplots(figsize=(1.0 * len(guidances) + 3.5, 0.45 * len(prompts) + 1.8))
-    im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis")
+    fig, ax = plt.subplots(figsize=(0.8 * len(guidances) + 3.4, 0.4 * len(prompts) + 1.9))
+    im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
     for (i, j), v in np.ndenumerate(grid):
         ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
                 color="white" if v < 0.6 else "black")  # fmt: skip
