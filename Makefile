@@ -1,13 +1,18 @@
 # Every target runs inside the virtual environment made by `make setup`.
 PY := .venv/bin/python
 
-.PHONY: setup test demo bench bench-training photos format
+.PHONY: setup test test-fast demo bench bench-training photos format
 
 setup:
 	bash scripts/setup.sh
 
 test:
 	$(PY) -m pytest -q tests
+
+# the unit tests (no launch.py runs, no training): under a minute
+FAST_TESTS := gradients noise step checkpoint metrics metrics3d term_bias objects3d threestudio setup
+test-fast:
+	$(PY) -m pytest -q $(foreach t,$(FAST_TESTS),tests/test_$(t).py)
 
 demo: $(PY)
 	$(PY) -m lmcsds.evaluation.demo --out results/demo
