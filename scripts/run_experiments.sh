@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The measured comparison in the README (CPU, about 25 minutes): synthesis omega sweep,
+# The measured 2D comparison (docs/results-2d.md) (CPU, about 25 minutes): synthesis omega sweep,
 # fixed vs standard epsilon, editing, 64 px with the patch strategy; results in docs/results/
 set -euo pipefail
 cd "$(dirname "$0")/.."

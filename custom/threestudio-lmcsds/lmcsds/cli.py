@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--residual",
         action="store_true",
-        help="corrective = z + U(z, t), identity at start (not the paper's; see README)",
+        help="corrective = z + U(z, t), identity at start (not the paper's; see docs/results-2d.md)",
     )
     t.add_argument("--checkpoint-every", type=int, default=1000)
     t.add_argument("--log-every", type=int, default=50)

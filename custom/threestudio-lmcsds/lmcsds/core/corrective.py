@@ -52,7 +52,7 @@ class CorrectiveUNet(nn.Module):
 
     With ``residual=True`` it predicts a correction to z. At small t, E[zhat_t] is almost z, and
     an under-trained tanh network that misses part of z (colour, contrast) turns g_lmc into an
-    amplifier of exactly that part (see the README's investigation); the residual form starts
+    amplifier of exactly that part (see docs/results-2d.md); the residual form starts
     at g_lmc = z - zhat_t, the SDS projection direction without its weight, and learns the bias.
     """
 

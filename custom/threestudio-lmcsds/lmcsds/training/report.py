@@ -7,7 +7,7 @@
   small colour and brightness offsets, and its mean (drift) at the image itself, for g_lmc and
   for the (unweighted) SDS projection z - zhat_t. Positive:
   a descent step shrinks that component (restoring); negative: it grows it, and an optimisation
-  with that gradient runs away along it (the colour collapse in the README's investigation);
+  with that gradient runs away along it (the colour collapse in docs/results-2d.md);
 - radially averaged power spectra of z, zhat_t and bhat for several t (paper Fig. 1 right);
 - a grid of samples (z, zhat_t, bhat) at several t.
 """
