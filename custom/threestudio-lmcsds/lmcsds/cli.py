@@ -6,6 +6,7 @@ lmcsds train-corrective --cache cache/ --out runs/bhat          # no prior in me
 lmcsds report-corrective --checkpoint runs/bhat/IF-I-XL-v1.0.safetensors --prior ... --images val/
 lmcsds gather-photos --out data/photos                          # offline natural photos
 lmcsds compare --threestudio TS --config configs/lmcsds-dreamfusion.yaml --prompt "..." --out o
+lmcsds --help                                                   # every command (also python -m lmcsds.X)
 """
 
 import argparse
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import List, Optional
 
 import torch
+
+from .commands import HelpFormatter, register
 
 DEFAULT_PRIOR = "DeepFloyd/IF-I-XL-v1.0"
 
@@ -187,88 +190,81 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmcsds", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
+    def add_parser(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, description=help_text,
+                              formatter_class=HelpFormatter)  # fmt: skip
+
     def prior_args(p, images_required=False):
         p.add_argument("--prior", default=DEFAULT_PRIOR, help="hub id or local diffusers folder")
         p.add_argument("--images", required=images_required, help="folder of photos (recursive)")
         p.add_argument("--half", action="store_true", help="fp16 prior weights (GPU)")
         p.add_argument("--empty-embedding", help="cached empty-prompt embedding (.pt)")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--min-step-percent", type=float, default=0.02)
-        p.add_argument("--max-step-percent", type=float, default=0.98)
+        p.add_argument("--seed", type=int, default=0, help="image order, timesteps and noise")
+        p.add_argument("--min-step-percent", type=float, default=0.02,
+                       help="t ~ U(min, max) of the schedule (the paper: 0.02-0.98)")  # fmt: skip
+        p.add_argument("--max-step-percent", type=float, default=0.98, help="see above")
 
-    g = sub.add_parser("generate-triplets", help="write a resumable sharded triplet cache")
+    g = add_parser("generate-triplets", "write a resumable sharded triplet cache")
     prior_args(g, images_required=True)
     g.add_argument("--cache", required=True, help="cache folder")
-    g.add_argument("--num-triplets", type=int, required=True)
-    g.add_argument("--shard-size", type=int, default=1024)
+    g.add_argument("--num-triplets", type=int, required=True, help="(z, zhat_t, t) triplets")
+    g.add_argument("--shard-size", type=int, default=1024, help="triplets per shard file")
     g.add_argument("--gen-batch-size", type=int, default=64, help="prior batch while generating")
     g.set_defaults(func=cmd_generate)
 
-    t = sub.add_parser("train-corrective", help="train b-hat-psi against a prior")
+    t = add_parser("train-corrective", "train b-hat-psi against a prior")
     prior_args(t)
     t.add_argument("--cache", help="train from this triplet cache (no prior in memory)")
     t.add_argument("--out", required=True, help="run folder: checkpoints, logs, export, report")
-    t.add_argument("--steps", type=int, default=750_000)
-    t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--lr", type=float, default=1e-4)
-    t.add_argument("--lr-decay", type=float, default=0.9)
-    t.add_argument("--lr-decay-every", type=int, default=100_000)
-    t.add_argument("--normalization", default="global", choices=["global", "per_channel", "none"])
-    t.add_argument("--base-channels", type=int, default=32)
-    t.add_argument("--depth", type=int, default=4)
+    t.add_argument("--steps", type=int, default=750_000, help="training steps (the paper's)")
+    t.add_argument("--batch-size", type=int, default=128, help="triplets per step")
+    t.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate")
+    t.add_argument("--lr-decay", type=float, default=0.9, help="lr factor every --lr-decay-every")
+    t.add_argument("--lr-decay-every", type=int, default=100_000, help="steps")
+    t.add_argument("--normalization", default="global", choices=["global", "per_channel", "none"],
+                   help="Eq. 10 statistics: global (the paper's), per_channel, or none (bhat = B: "
+                        "unbiased where zhat_t is noisy, see docs/objects3d.md)")  # fmt: skip
+    t.add_argument("--base-channels", type=int, default=32, help="U-Net filters at level 1")
+    t.add_argument("--depth", type=int, default=4, help="U-Net encoder levels")
     t.add_argument(
         "--residual",
         action="store_true",
         help="corrective = z + U(z, t), identity at start (not the paper's; see docs/results-2d.md)",
     )
-    t.add_argument("--checkpoint-every", type=int, default=1000)
-    t.add_argument("--log-every", type=int, default=50)
+    t.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints")
+    t.add_argument("--log-every", type=int, default=50, help="steps between log lines")
     t.add_argument("--workers", type=int, default=2, help="DataLoader workers")
-    t.add_argument("--accelerator", default="auto")
-    t.add_argument("--devices", type=_devices, default=1)
-    t.add_argument("--num-nodes", type=int, default=1)
+    t.add_argument("--accelerator", default="auto", help="Lightning Fabric accelerator")
+    t.add_argument("--devices", type=_devices, default=1, help="devices (number or list)")
+    t.add_argument("--num-nodes", type=int, default=1, help="machines (multi-node training)")
     t.add_argument("--precision", default="32-true", help="32-true | 16-mixed | bf16-mixed")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
     t.add_argument("--export", help="also write the corrective here")
     t.add_argument("--val-images", help="held-out photos: write the report after training")
-    t.add_argument("--report-images", type=int, default=32)
-    t.add_argument("--mc-samples", type=int, default=8)
-    t.add_argument("--report-out", default=None)
+    t.add_argument("--report-images", type=int, default=32, help="held-out images in the report")
+    t.add_argument("--mc-samples", type=int, default=8,
+                   help="prior passes per image and t for the Monte-Carlo E[zhat_t]")  # fmt: skip
+    t.add_argument("--report-out", default=None, help="report folder (default: OUT/report)")
     t.set_defaults(func=cmd_train)
 
-    r = sub.add_parser("report-corrective", help="evaluate a corrective on held-out photos")
+    r = add_parser("report-corrective", "evaluate a corrective on held-out photos")
     prior_args(r, images_required=True)
-    r.add_argument("--checkpoint", required=True)
-    r.add_argument("--report-out", default=None, help="default: next to the checkpoint")
-    r.add_argument("--report-images", type=int, default=32)
-    r.add_argument("--mc-samples", type=int, default=8)
+    r.add_argument("--checkpoint", required=True, help="corrective (.safetensors)")
+    r.add_argument(
+        "--report-out", default=None, help="default: CHECKPOINT without .safetensors + -report"
+    )
+    r.add_argument("--report-images", type=int, default=32, help="held-out images")
+    r.add_argument("--mc-samples", type=int, default=8,
+                   help="prior passes per image and t for the Monte-Carlo E[zhat_t]")  # fmt: skip
     r.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("gather-photos", help="collect offline natural photos (train / held-out)")
-    p.add_argument("--out", default="data/photos")
-    p.add_argument("--heldout-fraction", type=float, default=0.15)
+    p = add_parser("gather-photos", "collect offline natural photos (train / held-out)")
+    p.add_argument("--out", default="data/photos", help="output folder (train/ and heldout/)")
+    p.add_argument("--heldout-fraction", type=float, default=0.15, help="share held out")
     p.add_argument("--no-install", action="store_true", help="use only what is installed")
     p.set_defaults(func=cmd_gather)
 
-    c = sub.add_parser("compare", help="text-to-3D: built-in SDS vs LMC-SDS through launch.py")
-    from .evaluation import compare
-
-    compare.add_arguments(c)
-    c.set_defaults(func=compare.main)
-
-    b = sub.add_parser("bench3d", help="text-to-3D against ground truth (procedural objects)")
-    from .evaluation import bench3d
-
-    bench3d.add_arguments(b)
-    b.set_defaults(func=bench3d.main)
-
-    tb = sub.add_parser(
-        "term-bias", help="mean push of g_cond / g_proj / g_lmc on an object's renders"
-    )
-    from .evaluation import term_bias
-
-    term_bias.add_arguments(tb)
-    tb.set_defaults(func=term_bias.main)
+    register(sub)
     return parser
 
 

@@ -4,11 +4,12 @@ Runs in its own process (``python -m lmcsds.evaluation.asset_density TRIAL OUT.n
 threestudio is imported with the CPU-mode placeholders there; the benchmark calls it.
 """
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..commands import module_main
 
 
 def grid_points(resolution: int, radius: float) -> torch.Tensor:
@@ -38,6 +39,19 @@ def extract(trial: Path, resolution: int = 64) -> dict:
     }
 
 
+def add_arguments(parser) -> None:
+    parser.add_argument("trial", help="threestudio trial folder (with ckpts/last.ckpt)")
+    parser.add_argument("out", help="output .npz (density, radius)")
+    parser.add_argument("resolution", type=int, nargs="?", default=64, help="grid cells per axis")
+
+
+def run(args) -> None:
+    np.savez_compressed(args.out, **extract(Path(args.trial), args.resolution))
+
+
+def main(argv=None) -> None:
+    module_main(__doc__, add_arguments, run, argv)
+
+
 if __name__ == "__main__":
-    trial, out = Path(sys.argv[1]), sys.argv[2]
-    np.savez_compressed(out, **extract(trial, int(sys.argv[3]) if len(sys.argv) > 3 else 64))
+    main()

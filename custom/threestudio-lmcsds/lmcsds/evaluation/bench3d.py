@@ -551,7 +551,8 @@ def add_arguments(p) -> None:
     p.add_argument("--guidances", default=None, help="comma-separated subset of the run labels")
     p.add_argument("--fixed-seeds", type=int, default=3, help="seeds of the fixed-eps LMC-SDS run")
     p.add_argument("--views", type=int, default=24, help="orbit views scored per asset")
-    p.add_argument("--classifier", default="load/lmcsds/priors/objects-classifier.safetensors")
+    p.add_argument("--classifier", default="load/lmcsds/priors/objects-classifier.safetensors",
+                   help="procedural-object classifier (shape, colour, pattern, view)")  # fmt: skip
     p.add_argument("--force", action="store_true", help="re-run finished runs")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs trained at once, sharing the CPU cores (2 on a 2-core machine: "
@@ -559,7 +560,7 @@ def add_arguments(p) -> None:
     p.add_argument("overrides", nargs="*", help="extra threestudio overrides, key=value")
 
 
-def main(args) -> None:
+def run(args) -> None:
     prompts = QUICK_PROMPTS if args.quick else PROMPTS
     if args.prompts:
         prompts = [parse_caption(p) for p in args.prompts.split(";") if p.strip()]

@@ -21,6 +21,7 @@ from typing import Callable, Dict
 import torch
 from tqdm import tqdm
 
+from ..commands import module_main
 from ..core import (
     CorrectiveConfig,
     CorrectiveMeta,
@@ -196,17 +197,23 @@ def full_size_flops(batch: int) -> dict:
     }
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="bench-results/guidance.json", help="JSON written here")
     parser.add_argument("--batch", type=int, default=1, help="renders per call (dreamfusion-if: 1)")
-    parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=30, help="timed calls per guidance")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed calls first")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="torch device")  # fmt: skip
     parser.add_argument(
         "--skip-full-size-gpu", action="store_true", help="skip the CUDA IF-I-XL run"
     )
-    args = parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    return module_main(__doc__, add_arguments, run, argv)
+
+
+def run(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     torch.manual_seed(0)
 

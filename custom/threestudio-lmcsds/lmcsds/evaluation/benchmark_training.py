@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from ..commands import module_main
 from ..core.if_factory import IF_I_XL_UNET, IF_TEXT_TOKENS, IFShape, build_if_pipeline
 from ..core.prior import IFPrior
 from ..training.images import CropSampler, scan_images
@@ -82,15 +83,20 @@ def measure(prior: IFPrior, paths, batch: int, workers: int, seconds: float) -> 
     }
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", help="photo folder (default: scikit-image sample photos)")
     parser.add_argument("--batch", type=int, default=128, help="paper batch size")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers")
     parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
     parser.add_argument("--train-steps", type=int, default=10, help="(d): steps timed")
-    parser.add_argument("--out", default="bench-results/training.json")
-    args = parser.parse_args(argv)
+    parser.add_argument("--out", default="bench-results/training.json", help="JSON written here")
+
+
+def main(argv=None) -> dict:
+    return module_main(__doc__, add_arguments, run, argv)
+
+
+def run(args: argparse.Namespace) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
     report = {

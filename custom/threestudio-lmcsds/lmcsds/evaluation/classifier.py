@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm import tqdm
 
+from ..commands import module_main
 from ..core.atomic import atomic_write
 
 FEATURES = 128
@@ -104,12 +105,19 @@ def train_classifier(out: str, epochs: int = 2, batch_size: int = 128, seed: int
     return result
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Train the Fashion-MNIST metric classifier")
-    parser.add_argument("--out", default="load/lmcsds/priors/fmnist-classifier.safetensors")
-    parser.add_argument("--epochs", type=int, default=2)
-    args = parser.parse_args(argv)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="load/lmcsds/priors/fmnist-classifier.safetensors",
+                        help="weights written here (.safetensors)")  # fmt: skip
+    parser.add_argument("--epochs", type=int, default=2, help="passes over the training set")
+
+
+def run(args: argparse.Namespace) -> None:
     train_classifier(args.out, args.epochs)
+
+
+def main(argv=None) -> None:
+    """Train the Fashion-MNIST metric classifier."""
+    module_main(main.__doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

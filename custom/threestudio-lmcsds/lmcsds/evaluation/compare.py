@@ -377,23 +377,24 @@ def compare(
 def add_arguments(p) -> None:
     p.add_argument("--threestudio", default=".", help="threestudio folder with the extension")
     p.add_argument("--config", required=True, help="base config (LMC-SDS); guidance swapped")
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--prompt", required=True, help="text prompt of every run")
+    p.add_argument("--out", required=True, help="output folder (finished runs are reused)")
+    p.add_argument("--steps", type=int, default=600, help="training steps per run")
     p.add_argument("--omegas", default="10,20", help="LMC-SDS guidance weights (paper's omega)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="threestudio seed of every run")
     p.add_argument(
         "--builtin-scale",
         type=float,
         default=None,
         help="built-in guidance_scale (default: the built-in's own default, 20)",
     )
-    p.add_argument("--classifier", default="load/lmcsds/priors/fmnist-classifier.safetensors")
+    p.add_argument("--classifier", default="load/lmcsds/priors/fmnist-classifier.safetensors",
+                   help="metric classifier of the offline prior")  # fmt: skip
     p.add_argument("--force", action="store_true", help="re-run finished runs")
     p.add_argument("overrides", nargs="*", help="extra threestudio overrides, key=value")  # fmt: skip
 
 
-def main(args) -> None:
+def run(args) -> None:
     compare(
         Path(args.threestudio), Path(args.config), args.prompt, Path(args.out), args.steps,
         [float(w) for w in args.omegas.split(",") if w], args.seed, args.builtin_scale,

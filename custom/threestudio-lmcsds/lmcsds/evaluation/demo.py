@@ -14,17 +14,23 @@ from pathlib import Path
 
 import torch
 
+from ..commands import module_main
 from .experiments import CLASSIFIER, CORRECTIVE, PRIOR, fashion_mnist_setup, synthesis
 from .optimise import OptimConfig
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="results/demo", help="output folder")
+    parser.add_argument("--steps", type=int, default=100, help="optimisation steps per image")
+    parser.add_argument("--seeds", type=int, default=2, help="images per prompt and setting")
+    parser.add_argument("--omegas", default="5,20", help="comma-separated guidance weights")
+
+
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="results/demo")
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--omegas", default="5,20")
-    args = parser.parse_args(argv)
+    module_main(__doc__, add_arguments, run, argv)
+
+
+def run(args: argparse.Namespace) -> None:
     start = time.time()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     for path in (PRIOR, CORRECTIVE, CLASSIFIER):

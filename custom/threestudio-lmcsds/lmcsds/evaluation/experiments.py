@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from ..commands import module_main
 from ..core.checkpoint import load_corrective  # noqa: E402
 from ..core.lmc_sds import StepConfig  # noqa: E402
 from ..core.prior import IFPrior  # noqa: E402
@@ -378,18 +379,18 @@ def editing(
     return rows
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("kind", choices=["synthesis", "edit"])
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--prior", default=PRIOR)
-    parser.add_argument("--corrective", default=CORRECTIVE)
-    parser.add_argument("--classifier", default=CLASSIFIER)
-    parser.add_argument("--losses", default="sds,lmc-sds")
-    parser.add_argument("--omegas", default="2,5,10,20,50")
-    parser.add_argument("--seeds", type=int, default=4)
-    parser.add_argument("--fixed", default="false", help="false | true | both")
-    parser.add_argument("--steps", type=int, default=500)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("kind", choices=["synthesis", "edit"], help="which experiment")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--prior", default=PRIOR, help="IF-shaped prior folder or hub id")
+    parser.add_argument("--corrective", default=CORRECTIVE, help="corrective of that prior")
+    parser.add_argument("--classifier", default=CLASSIFIER, help="metric classifier")
+    parser.add_argument("--losses", default="sds,lmc-sds", help="comma-separated loss types")
+    parser.add_argument("--omegas", default="2,5,10,20,50", help="comma-separated omegas")
+    parser.add_argument("--seeds", type=int, default=4, help="images per prompt and setting")
+    parser.add_argument("--fixed", default="false", choices=["false", "true", "both"],
+                        help="fixed eps (Sec. 4) off, on or both")  # fmt: skip
+    parser.add_argument("--steps", type=int, default=500, help="optimisation steps")
     parser.add_argument("--size", type=int, default=None, help="> prior resolution: patches")
     parser.add_argument(
         "--prompts",
@@ -397,7 +398,13 @@ def main(argv=None) -> None:
         "Fashion-MNIST references (e.g. DeepFloyd IF on a GPU)",
     )
     parser.add_argument("--clip-weights", help="local open_clip ViT-B/16 weights (optional)")
-    args = parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    module_main(__doc__, add_arguments, run, argv)
+
+
+def run(args: argparse.Namespace) -> None:
     if args.prompts:
         prompts = [p.strip() for p in Path(args.prompts).read_text().splitlines() if p.strip()]
         setup = prompt_setup(args.prior, args.corrective, prompts, args.clip_weights)

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm import tqdm
 
+from ..commands import module_main
 from ..core.atomic import atomic_write
 from .cameras import VIEWS
 from .objects3d import ASYMMETRIC, COLOURS, PATTERNS, SHAPES, all_specs
@@ -160,13 +161,20 @@ def train_object_classifier(
     return result
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Train the procedural-object classifier")
-    parser.add_argument("--out", default="load/lmcsds/priors/objects-classifier.safetensors")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="load/lmcsds/priors/objects-classifier.safetensors",
+                        help="weights written here (.safetensors, with a .json beside)")  # fmt: skip
     parser.add_argument("--views", type=int, default=128, help="renders per object (training)")
     parser.add_argument("--epochs", type=int, default=6, help="passes over the renders")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> None:
     train_object_classifier(args.out, args.views, args.epochs)
+
+
+def main(argv=None) -> None:
+    """Train the procedural-object classifier."""
+    module_main(main.__doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

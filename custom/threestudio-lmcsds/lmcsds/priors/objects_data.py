@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from ..commands import module_main
 from ..core.atomic import atomic_write
 from ..core.noise import seeded_generator
 from .cameras import VIEWS, CameraDistribution, sample_cameras, view_index, with_view
@@ -151,12 +152,21 @@ def export_pngs(split: str, views_per_object: int, out: str) -> int:
     return len(data)
 
 
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Export procedural-object renders as PNG files")
-    parser.add_argument("--split", default="train", choices=["train", "heldout"])
+def add_arguments(parser) -> None:
+    parser.add_argument("--split", default="train", choices=["train", "heldout"],
+                        help="training objects (seed 0) or all objects, held-out seed 1")  # fmt: skip
     parser.add_argument("--views", type=int, default=512, help="renders per object")
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args()
+    parser.add_argument("--out", required=True, help="output folder (one subfolder per caption)")
+
+
+def run(args) -> None:
     print(f"{export_pngs(args.split, args.views, args.out)} images written to {args.out}")
+
+
+def main(argv=None) -> None:
+    """Export procedural-object renders as PNG files."""
+    module_main(main.__doc__, add_arguments, run, argv)
+
+
+if __name__ == "__main__":
+    main()

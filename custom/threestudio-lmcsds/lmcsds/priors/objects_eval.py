@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from ..commands import module_main
 from .cameras import VIEWS, with_view
 from .objects3d import ASYMMETRIC, ObjectSpec
 from .objects_classifier import load_object_classifier, predict
@@ -129,14 +130,21 @@ def sample_grid(images: Tensor, specs: List[ObjectSpec], per_view: int, out_png:
     plt.close(fig)
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--prior", default="load/lmcsds/priors/objects-if-32")
-    parser.add_argument("--classifier", default="load/lmcsds/priors/objects-classifier.safetensors")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prior", default="load/lmcsds/priors/objects-if-32",
+                        help="prior folder (results are written into it)")  # fmt: skip
+    parser.add_argument("--classifier", default="load/lmcsds/priors/objects-classifier.safetensors",
+                        help="procedural-object classifier")  # fmt: skip
     parser.add_argument("--guidance-scale", type=float, default=4.0, help="sampler's omega")
     parser.add_argument("--steps", type=int, default=50, help="DDPM steps of the sampler")
     parser.add_argument("--samples-per-view", type=int, default=1, help="per caption and view")
-    args = parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    module_main(__doc__, add_arguments, run, argv)
+
+
+def run(args: argparse.Namespace) -> None:
     kw = dict(guidance_scale=args.guidance_scale, steps=args.steps)
     out_dir = Path(args.prior)
     result = {"sampler": {**kw, "views": SAMPLE_VIEWS}}

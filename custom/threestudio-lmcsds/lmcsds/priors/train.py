@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..commands import module_main
 from ..core import gradients as G
 from ..core.atomic import atomic_write
 from ..core.if_factory import build_if_pipeline
@@ -210,20 +211,26 @@ def sample_grid(
     return images
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="fmnist", choices=sorted(DATASETS), help="data set")
-    parser.add_argument("--out", default="load/lmcsds/priors/fmnist-if-32")
+    parser.add_argument("--out", default="load/lmcsds/priors/fmnist-if-32",
+                        help="prior folder (diffusers layout; the checkpoint resumes from it)")  # fmt: skip
     parser.add_argument("--minutes", type=float, default=60.0, help="stop (and save) after this")
-    parser.add_argument("--steps", type=int, default=20_000)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--steps", type=int, default=20_000, help="total training steps")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per step")
+    parser.add_argument("--lr", type=float, default=2e-4, help="AdamW learning rate")
     parser.add_argument("--warmup", type=int, default=0, help="linear warm-up steps")
     parser.add_argument("--ema", type=float, default=0.999, help="EMA decay of the saved UNet")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="data order and initialisation")
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     parser.add_argument("--samples-only", action="store_true", help="only draw the sample grid")
-    args = parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    module_main(__doc__, add_arguments, run, argv)
+
+
+def run(args: argparse.Namespace) -> None:
     if args.samples_only:
         sample_grid(args.out, str(Path(args.out) / "samples.png"))
         return

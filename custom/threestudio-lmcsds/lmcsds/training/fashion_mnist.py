@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..commands import module_main
+
 FMNIST_DIR = os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist")
 CLASS_NAMES = [
     "t-shirt", "pair of trousers", "pullover", "dress", "coat",
@@ -79,12 +81,20 @@ def export_pngs(split: str, out: str, limit: int = 0) -> int:
     return n
 
 
-if __name__ == "__main__":
-    import argparse
+def add_arguments(parser) -> None:
+    parser.add_argument("--split", default="train", choices=["train", "test"], help="data split")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--limit", type=int, default=0, help="at most this many images (0: all)")
 
-    parser = argparse.ArgumentParser(description="Export Fashion-MNIST as PNG files")
-    parser.add_argument("--split", default="train", choices=["train", "test"])
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--limit", type=int, default=0)
-    args = parser.parse_args()
+
+def run(args) -> None:
     print(f"{export_pngs(args.split, args.out, args.limit)} images written to {args.out}")
+
+
+def main(argv=None) -> None:
+    """Export Fashion-MNIST as PNG files."""
+    module_main(main.__doc__, add_arguments, run, argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""The command registry: every ``python -m lmcsds.X`` entry point is also ``lmcsds <command>``.
+
+Each module below defines ``add_arguments(parser)`` and ``run(args)``; its ``main(argv)`` (the
+``python -m`` entry point) and the ``lmcsds`` subcommand are both built from them, so the two
+take the same flags and print the same help, every flag with its default.
+"""
+
+import argparse
+import importlib
+from typing import Callable, List, Optional, Tuple
+
+# (subcommand, module, one-line help), in the order ``lmcsds --help`` lists them
+COMMANDS: List[Tuple[str, str, str]] = [
+    ("compare", "lmcsds.evaluation.compare", "text-to-3D: built-in SDS vs LMC-SDS through launch.py"),
+    ("bench3d", "lmcsds.evaluation.bench3d", "text-to-3D against ground truth (procedural objects)"),
+    ("term-bias", "lmcsds.evaluation.term_bias",
+     "mean push of g_cond / g_proj / g_lmc on an object's renders"),
+    ("experiments", "lmcsds.evaluation.experiments", "the paper's 2D synthesis and editing"),
+    ("demo", "lmcsds.evaluation.demo", "a 2D SDS vs LMC-SDS run on the bundled prior (minutes)"),
+    ("bench-guidance", "lmcsds.evaluation.benchmark_guidance",
+     "guidance step time and FLOPs: built-in SDS vs LMC-SDS"),
+    ("bench-training", "lmcsds.evaluation.benchmark_training",
+     "corrective training throughput: data, prior passes, steps"),
+    ("train-prior", "lmcsds.priors.train", "train an offline IF-shaped prior (resumable)"),
+    ("eval-prior", "lmcsds.priors.objects_eval",
+     "prompt faithfulness and sample grids of the procedural-object prior"),
+    ("train-objects-classifier", "lmcsds.priors.objects_classifier",
+     "train the procedural-object classifier (shape, colour, pattern, view)"),
+    ("export-objects", "lmcsds.priors.objects_data", "write procedural-object renders as PNGs"),
+    ("train-fmnist-classifier", "lmcsds.evaluation.classifier",
+     "train the Fashion-MNIST metric classifier"),
+    ("export-fmnist", "lmcsds.training.fashion_mnist", "write Fashion-MNIST images as PNGs"),
+    ("asset-density", "lmcsds.evaluation.asset_density",
+     "density field of a finished threestudio run on a grid (.npz)"),
+]  # fmt: skip
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every flag's default; no "(default: None)" for flags without one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+def command_parser(
+    description: Optional[str], add_arguments: Callable, **kw
+) -> argparse.ArgumentParser:
+    """A parser for one command: ``description`` is the module docstring (first paragraph)."""
+    first = (description or "").strip().split("\n\n")[0]
+    parser = argparse.ArgumentParser(description=first, formatter_class=HelpFormatter, **kw)
+    add_arguments(parser)
+    return parser
+
+
+def module_main(module_doc: Optional[str], add_arguments: Callable, run: Callable, argv=None):
+    """The body of a module's ``main(argv)``: parse ``argv`` with its flags and run it."""
+    return run(command_parser(module_doc, add_arguments).parse_args(argv))
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add every registered module as a subcommand of ``lmcsds``."""
+    for name, module_name, help_text in COMMANDS:
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(
+            name, help=help_text, description=help_text, formatter_class=HelpFormatter
+        )
+        module.add_arguments(p)
+        p.set_defaults(func=module.run)
