@@ -109,3 +109,19 @@ def test_weights():
     )
     with pytest.raises(ValueError, match="weighting_strategy"):
         G.weight(abar, "dreamfusion")
+
+
+@pytest.mark.parametrize("noise", [0.5, 1.0])
+def test_eq10_with_one_noisy_zhat_overstates_contrast_and_none_is_unbiased(noise):
+    # An exact corrective b = m = E[zhat_t]; zhat_t = m + n, n ~ N(0, s^2) per pixel. Eq. 10 takes
+    # the spread of ONE zhat_t, sqrt(sigma(m)^2 + s^2), so E[bhat] = m stretched by
+    # sqrt(1 + s^2 / sigma(m)^2) about its mean, and E[g_lmc] != 0; without it E[g_lmc] = 0.
+    gen = torch.Generator().manual_seed(0)
+    m = torch.tensor([-1.0, 1.0]).repeat_interleave(2048).view(1, 1, 64, 64).expand(1, 3, 64, 64)
+    zhat = m + noise * torch.randn((256, 3, 64, 64), generator=gen)  # sigma(m) = 1
+    stretch = (1 + noise**2) ** 0.5
+    bright = m.expand_as(zhat) > 0
+    for mode, expected in (("global", stretch - 1), ("none", 0.0)):
+        g = G.g_lmc(G.bhat(m.expand_as(zhat), zhat, mode), zhat)
+        assert g[bright].mean().item() == pytest.approx(expected, abs=0.01)
+        assert g[~bright].mean().item() == pytest.approx(-expected, abs=0.01)

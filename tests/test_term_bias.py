@@ -1,9 +1,10 @@
 """term-bias: the mean push of each guidance term, against hand-derived values on a stub prior."""
 
+import pytest
 import torch
 
 from lmcsds.core.corrective import CorrectiveConfig, CorrectiveUNet
-from lmcsds.evaluation.term_bias import term_means
+from lmcsds.evaluation.term_bias import term_means, zhat_spread
 
 
 class ConstantPrior:
@@ -56,3 +57,16 @@ def test_identity_corrective_darkens_a_bright_object_when_zhat_is_noisier():
                    generator=gen)  # fmt: skip
     obj, backdrop = m["g_lmc"]
     assert obj < -0.1 and backdrop > 0.05
+
+
+def test_spread_of_one_zhat_exceeds_that_of_its_mean_by_the_prior_error():
+    """eps_0 = 0: zhat = z + s eps, s = sqrt((1 - abar) / abar). One draw has spread
+    sqrt(sigma(z)^2 + s^2); the mean of K draws sqrt(sigma(z)^2 + s^2 / K)."""
+    z, _ = _square_on_black(n=8, res=32)
+    prior, t, k = ConstantPrior(0.0), 500, 64
+    abar = prior.alphas_cumprod[t].item()
+    s2 = (1 - abar) / abar
+    var_z = z.var(unbiased=False).item()
+    one, mean = zhat_spread(prior, z, torch.zeros(1, 2, 4), t, k, torch.Generator().manual_seed(0))
+    assert one == pytest.approx((var_z + s2) ** 0.5, rel=0.02)
+    assert mean == pytest.approx((var_z + s2 / k) ** 0.5, rel=0.02)

@@ -5,6 +5,10 @@ On renders of the true object, an exact corrective gives E_eps[g_lmc] = bhat - E
 a mean that does not vanish is the corrective's bias, which a 3D optimisation follows at every
 step. g_proj is shown for comparison (SDS's second term, in noise units).
 
+A second table shows where a bias comes from even for an exact corrective: Eq. 10 gives bhat
+the spread sigma(zhat_t) of ONE noisy prediction, which exceeds the spread of E[zhat_t] where
+the prior's error is large, so the normalised bhat overstates contrast by that ratio.
+
     python -m lmcsds term-bias --prompt "a photo of a red cube"
 """
 
@@ -16,8 +20,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..core import gradients as G
 from ..core.lmc_sds import StepConfig, lmc_sds_step
 
+SPREAD_TIMESTEPS = (50, 300, 500, 700, 800, 900, 960)
 BUCKETS = [(20, 100), (100, 200), (200, 400), (400, 600), (600, 800), (800, 980)]
 TERMS = ("g_cond", "g_proj", "g_lmc")
 
@@ -72,6 +78,36 @@ def term_table(prior, corrective, z, mask, emb_y, emb_0, samples, omega, normali
     return rows
 
 
+@torch.no_grad()
+def zhat_spread(prior, z: Tensor, emb_0: Tensor, t: int, samples: int,
+                generator: Optional[torch.Generator] = None) -> Tuple[float, float]:  # fmt: skip
+    """(E[sigma(zhat_t)], sigma(E[zhat_t])) at timestep t over ``samples`` noise draws, image
+    statistics as Eq. 10's "global" (all channels), averaged over the images z."""
+    tt = torch.full((len(z),), t, device=prior.device)
+    abar = prior.abar(tt)
+    zhats = []
+    for _ in range(samples):
+        eps = torch.randn(z.shape, generator=generator).to(z)
+        zt = G.z_t(z, eps, abar)
+        zhats.append(G.zhat_t(zt, prior.eps(zt, tt, emb_0.expand(len(z), -1, -1)), abar))
+    zhats = torch.stack(zhats)
+    one = G.image_stats(zhats.flatten(0, 1), "global")[1].mean().item()
+    mean = G.image_stats(zhats.mean(0), "global")[1].mean().item()
+    return one, mean
+
+
+def spread_markdown(prior, z: Tensor, emb_0: Tensor, samples: int, seed: int = 0,
+                    timesteps: Sequence[int] = SPREAD_TIMESTEPS) -> str:  # fmt: skip
+    """Table: the spread of one zhat_t against that of E[zhat_t], and their ratio (the factor by
+    which Eq. 10 stretches an exact corrective's contrast)."""
+    gen = torch.Generator().manual_seed(seed)
+    lines = ["| t | E[sigma(zhat_t)] | sigma(E[zhat_t]) | Eq. 10 stretch |", "|---|---|---|---|"]
+    for t in timesteps:
+        one, mean = zhat_spread(prior, z, emb_0, t, samples, gen)
+        lines.append(f"| {t} | {one:.3f} | {mean:.3f} | {one / max(mean, 1e-8):.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown(rows: List[dict], title: str) -> str:
     keys = ["t"] + [f"{k}_{where}" for k in TERMS for where in ("object", "backdrop")]
     lines = [f"# {title}", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
@@ -93,7 +129,7 @@ def add_arguments(p) -> None:
     p.add_argument("--out", default=None, help="folder for term-bias.md / .json (default: print)")
 
 
-def main(args) -> None:
+def run(args) -> None:
     from ..core.text import encode_prompts
     from ..priors.cameras import CameraDistribution, sample_cameras
     from ..priors.objects3d import parse_caption
@@ -113,6 +149,11 @@ def main(args) -> None:
                       normalization, args.seed)  # fmt: skip
     text = markdown(rows, f"Mean of -g over the object / backdrop: {spec.caption()}, "
                           f"{args.views} renders, omega {args.omega:g}, w(t) = 1")  # fmt: skip
+    text += (
+        f"\nSpread of the prior's one-step prediction ({args.samples} noise draws per t): "
+        "Eq. 10 scales bhat to the first column, E[zhat_t] has the second.\n\n"
+    )
+    text += spread_markdown(prior, z, emb[1:], args.samples, args.seed)
     print(text)
     if args.out:
         out = Path(args.out)
