@@ -102,3 +102,17 @@ def test_occupied_density_stops_half_the_light_over_the_thinnest_parts():
     weights, _ = render_weights(density, deltas)
     assert weights.sum().item() == pytest.approx(0.5, abs=1e-5)
     assert OCCUPIED_DENSITY == pytest.approx(6.93, abs=0.01)  # ln 2 / 0.1
+
+
+def test_bench_runs_per_seed_count():
+    """--seeds N: every non-fixed guidance N times (seeds 0..N-1); fixed eps over its own seeds."""
+    from lmcsds.evaluation.bench3d import FIXED_EPS, guidance_runs
+
+    guidance = {"pretrained_model_name_or_path": "p", "loss_type": "lmc-sds"}
+    one, three = guidance_runs(guidance, fixed_seeds=2), guidance_runs(guidance, 2, seeds=3)
+    others = [r for r in one if r.spec.label != FIXED_EPS]
+    assert len(others) == 6 and {r.seed for r in others} == {0}
+    assert len(three) == 6 * 3 + 2
+    assert sorted(r.name for r in three if r.spec.label == "lmc-sds-w10") == [
+        "lmc-sds-w10-s0", "lmc-sds-w10-s1", "lmc-sds-w10-s2"]  # fmt: skip
+    assert [r.seed for r in three if r.spec.label == FIXED_EPS] == [0, 1]

@@ -148,7 +148,7 @@ def test_bad_input_prints_one_line_and_exits_2(capsys, monkeypatch):
         cli(["bench3d", "--out", "x", "--jobs", "0"])
     err = capsys.readouterr().err
     assert exit_.value.code == 2
-    assert err == "lmcsds bench3d: error: --jobs must be >= 1, got 0\n"
+    assert err == "lmcsds bench3d: error: --jobs and --seeds must be >= 1, got 0 and 1\n"
     monkeypatch.setenv("LMCSDS_DEBUG", "1")
     with pytest.raises(ValueError, match="--jobs"):
         cli(["bench3d", "--out", "x", "--jobs", "0"])
@@ -255,4 +255,7 @@ def test_stability_gains_of_an_identity_corrective_equal_the_projections(
             assert row[f"{kind}_gain_lmc"] == pytest.approx(row[f"{kind}_gain_proj"], abs=1e-4)
         assert row["mean_lmc"] == pytest.approx(row["mean_proj"], abs=1e-5)
         assert row["rel_err_mc"] == pytest.approx(row["rel_err_mc_identity"], abs=1e-5)
+        # without Eq. 10, E[g_lmc] = bhat - E[zhat_t]: its size is the relative error
+        assert row["bias_lmc"] == pytest.approx(row["rel_err_mc"], abs=1e-4)
+        assert row["bias_identity"] == pytest.approx(row["rel_err_mc_identity"], abs=1e-4)
     assert "colour g_lmc" in (tmp_path / "r" / "report.md").read_text()

@@ -81,11 +81,12 @@ class BenchRun:
 
 
 def guidance_runs(
-    guidance: dict, fixed_seeds: int = 3, fixed_omega: float = 20.0
+    guidance: dict, fixed_seeds: int = 3, fixed_omega: float = 20.0, seeds: int = 1
 ) -> List[BenchRun]:
     """Built-in SDS at its default scale and at DreamFusion's 100 (64 px renders), SDS at the
-    prior's resolution with the same two weights, LMC-SDS at omega 10 and 20, and LMC-SDS with
-    fixed eps over ``fixed_seeds`` seeds. ``guidance`` is the base config's guidance section."""
+    prior's resolution with the same two weights, LMC-SDS at omega 10 and 20 (each over
+    ``seeds`` seeds), and LMC-SDS with fixed eps over ``fixed_seeds`` seeds. ``guidance`` is the
+    base config's guidance section."""
     shared = {k: guidance[k] for k in ("pretrained_model_name_or_path", "half_precision_weights",
                                        "min_step_percent", "max_step_percent",
                                        "view_dependent_prompting") if k in guidance}  # fmt: skip
@@ -105,7 +106,7 @@ def guidance_runs(
         RunSpec("lmc-sds-w20", "lmc-sds-deep-floyd-guidance", dict(lmc, guidance_scale=20.0),
                 "LMC-SDS, omega 20"),
     ]  # fmt: skip
-    runs = [BenchRun(s, 0) for s in specs]
+    runs = [BenchRun(s, seed) for s in specs for seed in range(seeds)]
     fixed = RunSpec(FIXED_EPS, "lmc-sds-deep-floyd-guidance",
                     dict(lmc, guidance_scale=fixed_omega, fixed_noise=True),
                     f"LMC-SDS, omega {fixed_omega:g}, fixed eps (one run per seed)")  # fmt: skip
@@ -276,6 +277,7 @@ def bench3d(
     overrides: Sequence[str] = (),
     force: bool = False,
     jobs: int = 1,
+    seeds: int = 1,
 ) -> List[dict]:
     from omegaconf import OmegaConf
 
@@ -290,7 +292,8 @@ def bench3d(
     classifier = load_object_classifier(classifier_path)
     base = OmegaConf.load(base_config)
     effective = OmegaConf.merge(base, OmegaConf.from_dotlist([o for o in overrides if "=" in o]))
-    runs = guidance_runs(OmegaConf.to_container(base.system.guidance, resolve=False), fixed_seeds)
+    runs = guidance_runs(OmegaConf.to_container(base.system.guidance, resolve=False), fixed_seeds,
+                         seeds=seeds)  # fmt: skip
     if guidances:
         unknown = set(guidances) - {r.spec.label for r in runs}
         if unknown:
@@ -368,7 +371,7 @@ def bench3d(
         save_renders(spec, truth, finished, out / f"renders-{slug(spec)}.png", views)
     write_results(rows, out, steps, views)
     write_command(out, run_dir, base_config, steps, prompts, guidances, fixed_seeds, views,
-                  overrides, jobs)  # fmt: skip
+                  overrides, jobs, seeds)  # fmt: skip
     return rows
 
 
@@ -521,13 +524,15 @@ def plot_iou_grid(rows: List[dict], path: Path) -> None:
 
 
 def write_command(out, run_dir, base_config, steps, prompts, guidances, fixed_seeds, views,
-                  overrides, jobs=1) -> None:  # fmt: skip
+                  overrides, jobs=1, seeds=1) -> None:  # fmt: skip
     cmd = ["LMCSDS_DEVICE=cpu", "python", "-m", "lmcsds", "bench3d", "--threestudio",
            str(run_dir), "--config", str(base_config), "--out", str(out), "--steps", str(steps),
            "--prompts", ";".join(p.caption() for p in prompts), "--fixed-seeds",
            str(fixed_seeds), "--views", str(views)]  # fmt: skip
     if guidances:
         cmd += ["--guidances", ",".join(guidances)]
+    if seeds > 1:
+        cmd += ["--seeds", str(seeds)]
     if jobs > 1:
         cmd += ["--jobs", str(jobs)]
     cmd += list(overrides)
@@ -550,6 +555,8 @@ def add_arguments(p) -> None:
                    help="';'-separated captions of procedural objects (default: the 8 of PROMPTS)")  # fmt: skip
     p.add_argument("--guidances", default=None, help="comma-separated subset of the run labels")
     p.add_argument("--fixed-seeds", type=int, default=3, help="seeds of the fixed-eps LMC-SDS run")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="seeds of every other run (> 1: their spread and diversity too)")  # fmt: skip
     p.add_argument("--views", type=int, default=24, help="orbit views scored per asset")
     p.add_argument("--classifier", default="load/lmcsds/priors/objects-classifier.safetensors",
                    help="procedural-object classifier (shape, colour, pattern, view)")  # fmt: skip
@@ -567,8 +574,8 @@ def run(args) -> None:
     guidances = QUICK_GUIDANCES if args.quick else None
     if args.guidances:
         guidances = [g for g in args.guidances.split(",") if g]
-    if args.jobs < 1:
-        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.jobs < 1 or args.seeds < 1:
+        raise ValueError(f"--jobs and --seeds must be >= 1, got {args.jobs} and {args.seeds}")
     bench3d(Path(args.threestudio), Path(args.config), Path(args.out), args.steps, prompts,
             guidances, args.fixed_seeds, args.views, args.classifier, args.overrides, args.force,
-            args.jobs)  # fmt: skip
+            args.jobs, args.seeds)  # fmt: skip
