@@ -303,7 +303,9 @@ def synthesis(
     fixed: Sequence[bool] = (False,),
     cfg: OptimConfig = OptimConfig(),
     size: Optional[int] = None,
+    seed: int = 0,
 ) -> List[dict]:
+    """Images from 50% grey, ``seeds`` per prompt; ``seed`` picks the noise (t, eps) streams."""
     out.mkdir(parents=True, exist_ok=True)
     n_classes = len(setup.prompts)
     size = size or setup.prior.resolution
@@ -311,7 +313,7 @@ def synthesis(
     init = torch.zeros(len(targets), 3, size, size)  # 50% grey
     runs = [Run(loss, float(w), f) for loss in losses for f in fixed for w in omegas]
     start = time.time()
-    results = run_grid(setup, runs, init, targets, cfg)
+    results = run_grid(setup, runs, init, targets, cfg, seed)
     rows = grid_metrics(setup, results, targets)
     write_tables(rows, out, f"Synthesis: {n_classes} prompts x {seeds} seeds, {cfg.steps} steps")
     first = {k: v[::seeds] for k, v in results.items()}  # seed 0 of each class
@@ -331,7 +333,8 @@ def synthesis(
     plot_vs_omega(rows, runs, out)
     torch.save({k: v.half() for k, v in results.items()}, out / "images.pt")
     (out / "config.json").write_text(json.dumps({
-        "losses": list(losses), "omegas": list(omegas), "seeds": seeds, "fixed": list(fixed),
+        "losses": list(losses), "omegas": list(omegas), "seeds": seeds, "seed": seed,
+        "fixed": list(fixed),
         "size": size, "optim": asdict(cfg), "seconds": time.time() - start,
     }, indent=2))  # fmt: skip
     return rows
@@ -347,6 +350,7 @@ def editing(
     cfg: OptimConfig = OptimConfig(
         steps=500, lr=0.02, lr_end=0.016, decay_steps=500, whole_steps=200
     ),
+    seed: int = 0,
 ) -> List[dict]:
     """Held-out images of class c edited towards class (c + 5) % 10 (e.g. t-shirt -> sandal)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -355,7 +359,7 @@ def editing(
     src_class = torch.arange(n).repeat_interleave(per_class)
     targets = (src_class + n // 2) % n
     runs = [Run(loss, omega, False, l2) for loss in losses for l2 in l2_weights]
-    results = run_grid(setup, runs, sources, targets, cfg)
+    results = run_grid(setup, runs, sources, targets, cfg, seed)
     rows = grid_metrics(setup, results, targets, sources)
     write_tables(
         rows, out, f"Editing: {len(sources)} held-out images, omega {omega}, {cfg.steps} steps"
@@ -388,6 +392,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--losses", default="sds,lmc-sds", help="comma-separated loss types")
     parser.add_argument("--omegas", default="2,5,10,20,50", help="comma-separated omegas")
     parser.add_argument("--seeds", type=int, default=4, help="images per prompt and setting")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the noise (t, eps)")
     parser.add_argument("--fixed", default="false", choices=["false", "true", "both"],
                         help="fixed eps (Sec. 4) off, on or both")  # fmt: skip
     parser.add_argument("--steps", type=int, default=500, help="optimisation steps")
@@ -426,6 +431,7 @@ def run(args: argparse.Namespace) -> None:
             fixed,
             cfg,
             args.size,
+            args.seed,
         )
     else:
         cfg = OptimConfig(
@@ -435,7 +441,7 @@ def run(args: argparse.Namespace) -> None:
             decay_steps=args.steps,
             whole_steps=round(0.4 * args.steps),
         )
-        editing(setup, Path(args.out), losses, cfg=cfg)
+        editing(setup, Path(args.out), losses, cfg=cfg, seed=args.seed)
     print((Path(args.out) / "metrics.md").read_text())
 
 
