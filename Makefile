@@ -27,7 +27,7 @@ bench-training:
 	$(PY) -m lmcsds.evaluation.benchmark_training $(if $(wildcard data/photos/train),--images data/photos/train) --out bench-results/training.json
 
 photos:
-	$(PY) -m lmcsds gather-photos --out data/photos
+	$(PY) -m lmcsds gather-photos --fetch --out data/photos
 
 format:
 	$(PY) -m black . && $(PY) -m isort .

@@ -259,3 +259,31 @@ def test_stability_gains_of_an_identity_corrective_equal_the_projections(
         assert row["bias_lmc"] == pytest.approx(row["rel_err_mc"], abs=1e-4)
         assert row["bias_identity"] == pytest.approx(row["rel_err_mc_identity"], abs=1e-4)
     assert "colour g_lmc" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_gather_photos_installs_and_downloads_nothing_unless_asked(tmp_path, monkeypatch):
+    """Without --fetch: no pip, no apt-get (subprocess never runs); installed Debian photo
+    packages are read where they are installed."""
+    from PIL import Image
+
+    from lmcsds.training import photos
+
+    def no_subprocess(*a, **k):
+        raise AssertionError(f"subprocess called: {a}")
+
+    monkeypatch.setattr(photos.subprocess, "run", no_subprocess)
+    photo = tmp_path / "root" / "field.jpg"  # where dpkg's file list says it was installed
+    photo.parent.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(photo)
+    info = tmp_path / "info"
+    info.mkdir()
+    monkeypatch.setattr(
+        photos, "DEBIAN_PHOTOS", {"mate-backgrounds": (str(photo.parent)[1:], ("*.jpg",))}
+    )
+    (info / "mate-backgrounds.list").write_text(f"/usr\n{photo}\n{photo.parent}/notes.txt\n")
+    found = photos._installed_debian_photos(info)
+    assert found == [("mate-backgrounds", photo)]
+    monkeypatch.setattr(photos, "_installed_debian_photos", lambda: found)
+    manifest = photos.gather_photos(str(tmp_path / "out"))
+    assert "mate-backgrounds" in {e["source"] for e in manifest["entries"]}

@@ -179,7 +179,7 @@ def cmd_report(args) -> None:
 def cmd_gather(args) -> None:
     from .training.photos import gather_photos
 
-    gather_photos(args.out, heldout_fraction=args.heldout_fraction, install=not args.no_install)
+    gather_photos(args.out, heldout_fraction=args.heldout_fraction, fetch=args.fetch)
 
 
 def _devices(value: str):
@@ -261,7 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add_parser("gather-photos", "collect offline natural photos (train / held-out)")
     p.add_argument("--out", default="data/photos", help="output folder (train/ and heldout/)")
     p.add_argument("--heldout-fraction", type=float, default=0.15, help="share held out")
-    p.add_argument("--no-install", action="store_true", help="use only what is installed")
+    p.add_argument("--fetch", action="store_true",
+                   help="pip-install scikit-learn and apt-get download the Debian photo packages "
+                        "(network; without it only what is installed is used)")  # fmt: skip
     p.set_defaults(func=cmd_gather)
 
     register(sub)

@@ -1,9 +1,11 @@
 """Gather the natural photographs that ship inside packages, for training offline.
 
 Sources: scikit-image's sample data, scikit-learn's sample images, matplotlib's sample photo,
-and Debian packages of wallpapers and test photos (downloaded and unpacked with ``apt-get
-download`` + ``dpkg -x``, not installed). Near-duplicates are removed and the photos are split
-into train / held-out BY SOURCE PHOTO (every crop of a photo lands on one side only).
+and Debian packages of wallpapers and test photos where they are installed. Nothing is
+installed or downloaded unless asked (``fetch=True``, ``lmcsds gather-photos --fetch``): then
+scikit-learn is pip-installed and the Debian packages are downloaded and unpacked with
+``apt-get download`` + ``dpkg -x`` (not installed). Near-duplicates are removed and the photos
+are split into train / held-out BY SOURCE PHOTO (every crop of a photo lands on one side only).
 For real training point ``--images`` at OpenImages or any folder of photos instead.
 """
 
@@ -14,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -58,7 +61,7 @@ def _ahash(arr: np.ndarray) -> int:
     return int("".join("1" if v > px.mean() else "0" for v in px), 2)
 
 
-def _python_photos(tmp: Path, install: bool) -> List[Tuple[str, Path]]:
+def _python_photos(tmp: Path, fetch: bool) -> List[Tuple[str, Path]]:
     found = []
     try:
         import skimage.data as skd
@@ -80,7 +83,7 @@ def _python_photos(tmp: Path, install: bool) -> List[Tuple[str, Path]]:
     try:
         import sklearn  # noqa: F401
     except ImportError:
-        if install:
+        if fetch:
             subprocess.run(
                 [sys.executable, "-m", "pip", "install", "-q", "scikit-learn"], check=False
             )
@@ -93,12 +96,36 @@ def _python_photos(tmp: Path, install: bool) -> List[Tuple[str, Path]]:
             Image.fromarray(arr).save(path)
             found.append(("scikit-learn", path))
     except ImportError:
-        print("  scikit-learn not installed: skipped")
+        print("  scikit-learn not installed: skipped (--fetch installs it)")
     import matplotlib
 
     hopper = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
     if hopper.exists():
         found.append(("matplotlib", hopper))
+    return found
+
+
+def _files(base: Path, patterns: Tuple[str, ...]) -> List[Path]:
+    return sorted({p for pat in patterns for p in base.rglob(pat)}) if base.exists() else []
+
+
+def _installed_debian_photos(
+    dpkg_info: Path = Path("/var/lib/dpkg/info"),
+) -> List[Tuple[str, Path]]:
+    """The photo packages' files where dpkg installed them (from its file lists)."""
+    found = []
+    for package, (folder, patterns) in DEBIAN_PHOTOS.items():
+        lists = sorted(dpkg_info.glob(f"{package}.list")) + sorted(
+            dpkg_info.glob(f"{package}:*.list")
+        )
+        files = [
+            Path(line) for lst in lists for line in lst.read_text().splitlines()
+            if line.startswith(f"/{folder}/") and any(fnmatch(Path(line).name, pat) for pat in patterns)
+            and Path(line).is_file()
+        ]  # fmt: skip
+        found += [(package, f) for f in sorted(set(files))]
+        print(f"  {package}: {len(files)} files installed" if files else
+              f"  {package}: not installed, skipped (--fetch downloads it)")  # fmt: skip
     return found
 
 
@@ -119,20 +146,21 @@ def _debian_photos(tmp: Path) -> List[Tuple[str, Path]]:
             print(f"  {package}: not downloadable here, skipped ({got.stderr.strip()[:80]})")
             continue
         subprocess.run(["dpkg", "-x", str(debs[0]), str(pkg_dir / "x")], check=True)
-        base = pkg_dir / "x" / folder
-        files = sorted({p for pat in patterns for p in base.rglob(pat)}) if base.exists() else []
+        files = _files(pkg_dir / "x" / folder, patterns)
         found += [(package, p) for p in files]
         print(f"  {package}: {len(files)} files")
     return found
 
 
-def gather_photos(out: str, heldout_fraction: float = 0.15, install: bool = True) -> dict:
-    """Collect, dedup and split; writes OUT/train, OUT/heldout and OUT/manifest.json."""
+def gather_photos(out: str, heldout_fraction: float = 0.15, fetch: bool = False) -> dict:
+    """Collect, dedup and split; writes OUT/train, OUT/heldout and OUT/manifest.json.
+    ``fetch``: pip-install scikit-learn and download the Debian photo packages (network)."""
     out_dir = Path(out)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         print("gathering photos shipped in packages:")
-        candidates = _python_photos(tmp, install) + _debian_photos(tmp)
+        debian = _debian_photos(tmp) if fetch else _installed_debian_photos()
+        candidates = _python_photos(tmp, fetch) + debian
         kept, seen, entries = [], [], []
         for source, path in candidates:
             if NOT_PHOTOS.match(path.stem):
