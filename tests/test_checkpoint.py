@@ -169,3 +169,78 @@ def test_atomic_write_gives_the_permissions_of_a_plain_write(tmp_path):
         os.umask(old)
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o644
+
+
+def _hub_cache(cache, repo_id, filename, content_path, revision="main"):
+    """The Hugging Face cache layout with one file, as hf_hub_download leaves it."""
+    commit = "0" * 40
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / revision).write_text(commit)
+    target = repo / "snapshots" / commit / filename
+    target.parent.mkdir(parents=True)
+    target.write_bytes(content_path.read_bytes())
+    return target
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def test_hub_references_are_told_apart_from_local_paths(tmp_path, monkeypatch):
+    from lmcsds.core.checkpoint import hub_reference
+
+    monkeypatch.chdir(tmp_path)
+    assert hub_reference("hf://org/repo/sub/IF.safetensors@v1") == (
+        "org/repo", "sub/IF.safetensors", "v1")  # fmt: skip
+    assert hub_reference("org/repo/IF-I-XL-v1.0.safetensors") == (
+        "org/repo", "IF-I-XL-v1.0.safetensors", None)  # fmt: skip
+    # the default corrective_path (a folder deeper) and existing local folders stay local
+    assert hub_reference("load/lmcsds/correctives/IF-I-XL-v1.0.safetensors") is None
+    (tmp_path / "runs").mkdir()
+    assert hub_reference("runs/bhat/IF-I-XL-v1.0.safetensors") is None
+    assert hub_reference(tmp_path / "c.safetensors") is None
+    with pytest.raises(ValueError, match="hf://ORG/REPO"):
+        hub_reference("hf://org/only-a-repo")
+
+
+def test_hub_corrective_resolves_offline_from_the_cache(saved, tmp_path, offline):
+    from lmcsds.core.checkpoint import resolve_corrective_path
+
+    path, model, m = saved
+    cache = tmp_path / "hub"
+    cached = _hub_cache(cache, "org/repo", "IF-I-XL-v1.0.safetensors", path)
+    for ref in ("org/repo/IF-I-XL-v1.0.safetensors", "hf://org/repo/IF-I-XL-v1.0.safetensors"):
+        assert resolve_corrective_path(ref, cache_dir=cache).resolve() == cached.resolve()
+
+
+def test_hub_corrective_loads_and_is_validated_like_a_local_file(saved, tmp_path, offline,
+                                                                 monkeypatch):  # fmt: skip
+    import huggingface_hub.constants
+
+    path, model, m = saved
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    _hub_cache(cache, "org/repo", "IF-I-XL-v1.0.safetensors", path)
+    loaded, m2 = load_corrective("hf://org/repo/IF-I-XL-v1.0.safetensors", "IF-I-XL-v1.0", 64)
+    assert m2 == m
+    x, t = torch.randn(1, 3, 16, 16), torch.tensor([500])
+    torch.testing.assert_close(loaded(x, t), model(x, t))
+    with pytest.raises(CorrectiveCheckpointError, match="trained for prior 'IF-I-XL-v1.0'"):
+        load_corrective("hf://org/repo/IF-I-XL-v1.0.safetensors", "IF-II-L-v1.0")
+    other = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(1)}, str(other))
+    _hub_cache(cache, "org/other", "x.safetensors", other)
+    with pytest.raises(CorrectiveCheckpointError, match="not an LMC-SDS corrective"):
+        read_meta("hf://org/other/x.safetensors")
+
+
+def test_hub_corrective_not_cached_offline_is_a_clear_error(tmp_path, offline):
+    from lmcsds.core.checkpoint import resolve_corrective_path
+
+    with pytest.raises(FileNotFoundError, match="org/repo.*HF_HUB_OFFLINE=1"):
+        resolve_corrective_path("hf://org/repo/IF-I-XL-v1.0.safetensors", cache_dir=tmp_path)

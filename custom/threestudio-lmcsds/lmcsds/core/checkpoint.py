@@ -2,9 +2,10 @@
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 from safetensors import SafetensorError
@@ -87,6 +88,50 @@ class CorrectiveMeta:
         return out
 
 
+HUB_PREFIX = "hf://"
+# org/repo/file.safetensors (no subfolders), optionally @revision: a hub reference when no such
+# local file exists; "hf://org/repo/path/in/repo.safetensors[@revision]" always is one
+_HUB_SHORT = re.compile(r"^[\w.-]+/[\w.-]+/[^/]+\.safetensors(@[\w./-]+)?$")
+
+
+def hub_reference(ref: PathLike) -> Optional[Tuple[str, str, Optional[str]]]:
+    """(repo_id, filename, revision) when ``ref`` names a file on the Hugging Face Hub, else None.
+
+    ``hf://org/repo/sub/f.safetensors@v1`` -> ("org/repo", "sub/f.safetensors", "v1");
+    ``org/repo/f.safetensors`` too, unless it exists locally or its first folder does.
+    """
+    text = str(ref)
+    if text.startswith(HUB_PREFIX):
+        text = text[len(HUB_PREFIX) :]
+    elif not _HUB_SHORT.match(text) or Path(text).exists() or Path(text.split("/")[0]).exists():
+        return None
+    text, _, revision = text.partition("@")
+    parts = text.split("/")
+    if len(parts) < 3 or not all(parts):
+        raise ValueError(f"{ref}: a hub reference is hf://ORG/REPO/PATH/IN/REPO[@REVISION]")
+    return "/".join(parts[:2]), "/".join(parts[2:]), revision or None
+
+
+def resolve_corrective_path(ref: PathLike, cache_dir: Optional[PathLike] = None) -> Path:
+    """A local path for ``ref``: a local file as given, or a hub reference downloaded into (or,
+    with HF_HUB_OFFLINE=1, found in) the Hugging Face cache."""
+    hub = hub_reference(ref)
+    if hub is None:
+        return Path(ref)
+    from huggingface_hub import hf_hub_download
+
+    repo_id, filename, revision = hub
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir))
+    except Exception as e:  # offline and not cached, no such repo / file / revision, network
+        raise FileNotFoundError(
+            f"Corrective {ref}: could not get {filename} from the Hugging Face Hub repo "
+            f"{repo_id}{'@' + revision if revision else ''} ({type(e).__name__}: "
+            f"{' '.join(str(e).split())[:200]}). Offline (HF_HUB_OFFLINE=1) it must be in the "
+            f"cache already; or download it and set corrective_path to the local file."
+        ) from e
+
+
 def save_corrective(path: PathLike, model: CorrectiveUNet, meta: CorrectiveMeta) -> None:
     """Write atomically: a crash mid-write leaves any previous file at ``path`` intact."""
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -94,8 +139,9 @@ def save_corrective(path: PathLike, model: CorrectiveUNet, meta: CorrectiveMeta)
 
 
 def read_meta(path: PathLike) -> CorrectiveMeta:
-    """Metadata of a corrective file, validated; raises CorrectiveCheckpointError."""
-    path = Path(path)
+    """Metadata of a corrective file (local path or hub reference), validated; raises
+    CorrectiveCheckpointError."""
+    path = resolve_corrective_path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"Corrective checkpoint not found: {path}. Train one against your prior with "
@@ -117,7 +163,9 @@ def load_corrective(
     expected_resolution: Optional[int] = None,
     map_location: Union[str, torch.device] = "cpu",
 ) -> "tuple[CorrectiveUNet, CorrectiveMeta]":
-    """Load bhat_psi and check it was trained for this prior and resolution."""
+    """Load bhat_psi (local path or hub reference) and check it was trained for this prior and
+    resolution."""
+    path = resolve_corrective_path(path)
     meta = read_meta(path)
     if expected_prior_id is not None and meta.prior_id != expected_prior_id:
         raise CorrectiveCheckpointError(
