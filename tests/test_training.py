@@ -124,6 +124,11 @@ def test_end_to_end_export_report_and_guidance_load(
     assert "L_k" in (out / "report" / "report.md").read_text()
     assert list((out / "tensorboard").glob("events.*"))
     assert (out / "empty_embedding.pt").exists()
+    card = (out / "tiny-if.md").read_text()  # model card beside the weights
+    assert card.startswith("---\nlibrary_name: threestudio-lmcsds")
+    for fact in ("`tiny-if`, 32 px", "`global`", "4 steps of batch", f"images under `{photos}`",
+                 "](report/spectra.png)", "relative error"):  # fmt: skip
+        assert fact in card, fact
 
 
 def test_resume_gives_the_same_weights(tiny_if_dir, photos, tmp_path):

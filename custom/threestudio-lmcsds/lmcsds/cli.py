@@ -124,6 +124,10 @@ def cmd_train(args) -> None:
         def make_source(device):
             return FromCache(args.cache, args.batch_size, args.seed, world)
 
+        shards = len(list(Path(args.cache).glob("shard-*.safetensors")))
+        data = (f"triplet cache `{args.cache}` ({shards} shards of {manifest.shard_size}, from "
+                f"images `{manifest.images}`, t in [{manifest.min_step}, {manifest.max_step}])")  # fmt: skip
+
     else:
         if not args.images:
             sys.exit("train-corrective: give --images DIR (on the fly) or --cache DIR (cached)")
@@ -142,10 +146,17 @@ def cmd_train(args) -> None:
             t_range = StepRange(args.min_step_percent, args.max_step_percent)
             return OnTheFly(prior, sampler, emb_0, args.batch_size, args.seed, t_range)
 
+        data = (f"{len(scan.usable)} images under `{args.images}`, one fresh triplet per image "
+                f"crop and step (t ~ U({args.min_step_percent:g}, {args.max_step_percent:g}) of "
+                f"the schedule)")  # fmt: skip
+
     final = train_corrective(cfg, make_source, prior_id, resolution, T, args.resume, args.export)
     if final is None:  # not the global-zero process of a multi-process run
         return
-    print(f"\ncorrective written: {final}")
+    from .training.model_card import write_model_card
+
+    card = write_model_card(final, cfg, data)
+    print(f"\ncorrective written: {final} (model card: {card})")
     print("use it with threestudio:")
     print(f"  system.guidance.corrective_path={final.resolve()}")
     print(f"or copy it to load/lmcsds/correctives/{prior_id}.safetensors (the config's default)")
@@ -155,6 +166,7 @@ def cmd_train(args) -> None:
         if (out / "empty_embedding.pt").exists():
             args.empty_embedding = str(out / "empty_embedding.pt")
         cmd_report(args)
+        write_model_card(final, cfg, data, Path(args.report_out))
 
 
 def cmd_report(args) -> None:
