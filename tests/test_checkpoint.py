@@ -244,3 +244,10 @@ def test_hub_corrective_not_cached_offline_is_a_clear_error(tmp_path, offline):
 
     with pytest.raises(FileNotFoundError, match="org/repo.*HF_HUB_OFFLINE=1"):
         resolve_corrective_path("hf://org/repo/IF-I-XL-v1.0.safetensors", cache_dir=tmp_path)
+
+
+def test_timestep_dependent_normalization_round_trips(tmp_path):
+    m = meta(normalization="global<700")
+    path = tmp_path / "c.safetensors"
+    save_corrective(path, CorrectiveUNet(m.architecture), m)
+    assert read_meta(path).normalization == "global<700"

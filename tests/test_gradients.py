@@ -125,3 +125,22 @@ def test_eq10_with_one_noisy_zhat_overstates_contrast_and_none_is_unbiased(noise
         g = G.g_lmc(G.bhat(m.expand_as(zhat), zhat, mode), zhat)
         assert g[bright].mean().item() == pytest.approx(expected, abs=0.01)
         assert g[~bright].mean().item() == pytest.approx(-expected, abs=0.01)
+
+
+def test_normalization_below_t_applies_eq10_only_to_low_timesteps(batch):
+    z, _, eps_y, _, _ = batch
+    b, zhat, t = 0.3 * z + 0.1, eps_y, torch.tensor([20, 250, 600, 979])
+    out = G.bhat(b, zhat, "global<600", t)
+    full = G.bhat(b, zhat, "global")
+    torch.testing.assert_close(out[:2], full[:2])  # t < 600: Eq. 10
+    torch.testing.assert_close(out[2:], b[2:])  # t >= 600: b as predicted
+    assert G.parse_normalization("per_channel<700") == ("per_channel", 700)
+    assert G.parse_normalization("none") == ("none", None)
+    with pytest.raises(ValueError, match="pass the timesteps"):
+        G.bhat(b, zhat, "global<600")
+    for bad in ("none<600", "global<", "global<-1", "Global"):
+        with pytest.raises(ValueError, match="normalization"):
+            G.parse_normalization(bad)
+    loss = G.loss_k(b, zhat, "global<600", t)
+    expected = torch.cat([(full[:2] - zhat[:2]), (b[2:] - zhat[2:])]).pow(2).mean()
+    torch.testing.assert_close(loss, expected)

@@ -159,6 +159,14 @@ def test_bad_input_prints_one_line_and_exits_2(capsys, monkeypatch):
         cli(["bench3d", "--out", "x", "--jobs", "0"])
 
 
+def test_bad_normalization_is_refused_before_any_work(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_:
+        cli(["train-corrective", "--out", str(tmp_path / "x"), "--normalization", "global<"])
+    assert exit_.value.code == 2
+    assert "normalization must be one of" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 def test_kill_during_checkpoint_write_keeps_previous(tiny_if_dir, photos, tmp_path, monkeypatch):
     out = tmp_path / "run"
     train(tiny_if_dir, photos, out, 2)

@@ -233,9 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate")
     t.add_argument("--lr-decay", type=float, default=0.9, help="lr factor every --lr-decay-every")
     t.add_argument("--lr-decay-every", type=int, default=100_000, help="steps")
-    t.add_argument("--normalization", default="global", choices=["global", "per_channel", "none"],
-                   help="Eq. 10 statistics: global (the paper's), per_channel, or none (bhat = B: "
-                        "unbiased where zhat_t is noisy, see docs/objects3d.md)")  # fmt: skip
+    t.add_argument("--normalization", default="global",
+                   help="Eq. 10 statistics: global (the paper's), per_channel, none (bhat = B), or "
+                        "e.g. global<700 (Eq. 10 below t 700 only); see docs/objects3d.md")  # fmt: skip
     t.add_argument("--base-channels", type=int, default=32, help="U-Net filters at level 1")
     t.add_argument("--depth", type=int, default=4, help="U-Net encoder levels")
     t.add_argument(

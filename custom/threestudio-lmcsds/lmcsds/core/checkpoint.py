@@ -13,7 +13,7 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from .atomic import atomic_write
 from .corrective import CorrectiveConfig, CorrectiveUNet
-from .gradients import NORMALIZATIONS
+from .gradients import parse_normalization
 
 FORMAT = "lmcsds-corrective"
 FORMAT_VERSION = 1
@@ -81,10 +81,12 @@ class CorrectiveMeta:
             if isinstance(e, CorrectiveCheckpointError):
                 raise
             raise CorrectiveCheckpointError(f"{path}: invalid metadata ({e!r})") from e
-        if out.normalization not in NORMALIZATIONS:
+        try:
+            parse_normalization(out.normalization)
+        except ValueError as e:
             raise CorrectiveCheckpointError(
                 f"{path}: unknown normalization {out.normalization!r} in metadata"
-            )
+            ) from e
         return out
 
 

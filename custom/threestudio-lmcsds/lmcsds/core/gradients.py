@@ -10,14 +10,31 @@ threestudio's ``guidance_scale`` plus one). Every ``g_*`` is a gradient with res
 rendered image ``z`` with the UNet Jacobian dropped, as in SDS.
 """
 
-from typing import Literal, Tuple
+import re
+from typing import Literal, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-Normalization = Literal["global", "per_channel", "none"]
+Normalization = Literal["global", "per_channel", "none"]  # or "<statistics><T>", see below
 NORMALIZATIONS: Tuple[str, ...] = ("global", "per_channel", "none")
+_BELOW_T = re.compile(r"^(global|per_channel)<(\d+)$")
+
+
+def parse_normalization(mode: str) -> Tuple[str, Optional[int]]:
+    """("global" | "per_channel" | "none", T or None). "global<700": Eq. 10 with global
+    statistics where t < 700, none from t = 700 on (where one noisy zhat_t's spread overstates
+    E[zhat_t]'s, docs/objects3d.md)."""
+    if mode in NORMALIZATIONS:
+        return mode, None
+    m = _BELOW_T.match(str(mode))
+    if m is None:
+        raise ValueError(
+            f"normalization must be one of {NORMALIZATIONS} or '<global|per_channel><T>' "
+            f"(e.g. 'global<700'), got {mode!r}"
+        )
+    return m.group(1), int(m.group(2))
 
 
 def z_t(z: Tensor, eps: Tensor, abar: Tensor) -> Tensor:
@@ -56,19 +73,26 @@ def image_stats(x: Tensor, mode: Normalization) -> Tuple[Tensor, Tensor]:
     return x.mean(dims, keepdim=True), x.std(dims, keepdim=True, unbiased=False)
 
 
-def bhat(b: Tensor, zhat: Tensor, mode: Normalization = "global") -> Tensor:
+def bhat(
+    b: Tensor, zhat: Tensor, mode: Normalization = "global", t: Optional[Tensor] = None
+) -> Tensor:
     """Corrective output matched to the statistics of zhat_t (Eq. 10).
 
     ``sigma(zhat) / sigma(b) * (b - mu(b)) + mu(b)``: the spread of the prediction ``b`` is
-    taken from ``zhat``, its mean is kept. ``mode="none"`` returns ``b`` unchanged.
+    taken from ``zhat``, its mean is kept. ``mode="none"`` returns ``b`` unchanged;
+    ``"global<T"`` normalises only the images whose timestep ``t`` (B,) is below T.
     """
-    if mode == "none":
+    stats, t_max = parse_normalization(mode)
+    if stats == "none":
         return b
-    if mode not in NORMALIZATIONS:
-        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {mode!r}")
-    mu_b, sigma_b = image_stats(b, mode)
-    _, sigma_zhat = image_stats(zhat, mode)
-    return sigma_zhat / sigma_b.clamp_min(1e-6) * (b - mu_b) + mu_b
+    mu_b, sigma_b = image_stats(b, stats)
+    _, sigma_zhat = image_stats(zhat, stats)
+    out = sigma_zhat / sigma_b.clamp_min(1e-6) * (b - mu_b) + mu_b
+    if t_max is None:
+        return out
+    if t is None:
+        raise ValueError(f"normalization {mode!r} depends on t: pass the timesteps")
+    return torch.where((t < t_max).view(-1, 1, 1, 1).to(out.device), out, b)
 
 
 def g_lmc(bhat: Tensor, zhat: Tensor) -> Tensor:
@@ -76,9 +100,11 @@ def g_lmc(bhat: Tensor, zhat: Tensor) -> Tensor:
     return bhat - zhat
 
 
-def loss_k(b: Tensor, zhat: Tensor, mode: Normalization = "global") -> Tensor:
+def loss_k(
+    b: Tensor, zhat: Tensor, mode: Normalization = "global", t: Optional[Tensor] = None
+) -> Tensor:
     """Training loss of the corrective, mean over pixels (Eq. 10)."""
-    return F.mse_loss(bhat(b, zhat, mode), zhat)
+    return F.mse_loss(bhat(b, zhat, mode, t), zhat)
 
 
 def weight(abar: Tensor, strategy: str) -> Tensor:

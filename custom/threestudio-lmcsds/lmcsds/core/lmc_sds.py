@@ -30,10 +30,7 @@ class StepConfig:
     def __post_init__(self) -> None:
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
-        if self.normalization not in G.NORMALIZATIONS:
-            raise ValueError(
-                f"normalization must be one of {G.NORMALIZATIONS}, got {self.normalization!r}"
-            )
+        G.parse_normalization(self.normalization)  # validates it
         if not self.omega > 0:
             raise ValueError(f"guidance weight omega must be > 0, got {self.omega}")
         G.weight(torch.ones(1), self.weighting)  # validates the name
@@ -92,7 +89,7 @@ def lmc_sds_step(
     elif cfg.loss_type == "lmc-sds":
         with torch.no_grad():
             b = corrective(z.to(next(corrective.parameters()).dtype), t).float()
-        b_hat = G.bhat(b, zhat, cfg.normalization)
+        b_hat = G.bhat(b, zhat, cfg.normalization, t)
         second = G.g_lmc(b_hat, zhat)
     g = g_c if second is None else g_c + second
     if cfg.scale_by_omega:

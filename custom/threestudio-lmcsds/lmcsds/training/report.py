@@ -86,17 +86,17 @@ def corrective_report(
         samples = _mc_zhat(prior, z, t, emb, noises)
         zhat, mc_mean = samples[0], torch.stack(samples).mean(0)
         b = model(z, t)
-        g_lmc = torch.stack([G.g_lmc(G.bhat(b, s, mode), s) for s in samples]).mean(0)
-        g_identity = torch.stack([G.g_lmc(G.bhat(z, s, mode), s) for s in samples]).mean(0)
+        g_lmc = torch.stack([G.g_lmc(G.bhat(b, s, mode, t), s) for s in samples]).mean(0)
+        g_identity = torch.stack([G.g_lmc(G.bhat(z, s, mode, t), s) for s in samples]).mean(0)
         spread = (mc_mean - mc_mean.mean(dim=(1, 2, 3), keepdim=True)).flatten(1).norm(dim=1)
         proj = z - mc_mean  # E[z - zhat_t]: the SDS projection without its weight
         contrast = z - z.mean(dim=(1, 2, 3), keepdim=True)
         row = {
             "t": f"{lo}-{hi - 1}",
-            "loss_k": G.loss_k(b, zhat, mode).item(),
-            "loss_k_identity": G.loss_k(z, zhat, mode).item(),
-            "rel_err_mc": _rel_err(G.bhat(b, mc_mean, mode), mc_mean).mean().item(),
-            "rel_err_mc_identity": _rel_err(G.bhat(z, mc_mean, mode), mc_mean).mean().item(),
+            "loss_k": G.loss_k(b, zhat, mode, t).item(),
+            "loss_k_identity": G.loss_k(z, zhat, mode, t).item(),
+            "rel_err_mc": _rel_err(G.bhat(b, mc_mean, mode, t), mc_mean).mean().item(),
+            "rel_err_mc_identity": _rel_err(G.bhat(z, mc_mean, mode, t), mc_mean).mean().item(),
             "bias_lmc": (g_lmc.flatten(1).norm(dim=1) / spread).mean().item(),
             "bias_identity": (g_identity.flatten(1).norm(dim=1) / spread).mean().item(),
             "contrast_gain_lmc": _gain(g_lmc, contrast),
@@ -110,7 +110,7 @@ def corrective_report(
             zo = (z + torch.tensor(offset, device=z.device).view(1, 3, 1, 1)).clamp(-1, 1)
             samples_o = _mc_zhat(prior, zo, t, emb, noises)
             bo = model(zo, t)
-            g_lmc_o = torch.stack([G.g_lmc(G.bhat(bo, s, mode), s) for s in samples_o]).mean(0)
+            g_lmc_o = torch.stack([G.g_lmc(G.bhat(bo, s, mode, t), s) for s in samples_o]).mean(0)
             proj_o = zo - torch.stack(samples_o).mean(0)
             row[f"{name}_gain_lmc"] = _gain(g_lmc_o - g_lmc, zo - z)
             row[f"{name}_gain_proj"] = _gain(proj_o - proj, zo - z)
@@ -130,7 +130,7 @@ def corrective_report(
         zhat = G.zhat_t(
             zt, prior.eps(zt, t, emb_0.to(prior.device).expand(num_images, -1, -1)), abar
         )
-        bh = G.bhat(model(z, t), zhat, mode)
+        bh = G.bhat(model(z, t), zhat, mode, t)
         freqs = torch.arange(1, spec_z.shape[0] + 1)
         for name, x, style in (("z", z, "k-"), ("zhat_t", zhat, "r-"), ("bhat", bh, "b--")):
             spec = spec_z if name == "z" else radial_power_spectrum(x).mean(0).cpu()

@@ -45,6 +45,9 @@ class TrainConfig:
     num_nodes: int = 1
     precision: str = "32-true"
 
+    def __post_init__(self) -> None:
+        G.parse_normalization(self.normalization)  # a clear error before any work
+
     # settings that must not change when resuming (they change the result)
     FIXED_ON_RESUME = (
         "batch_size",
@@ -166,7 +169,7 @@ def train_corrective(
     step, t_last, running = start, time.perf_counter(), 0.0
     for step, prepared in zip(range(start, cfg.steps), loader):
         z, zhat, t = source.finish(prepared, step, rank, fabric.device)
-        loss = G.loss_k(model(z, t).float(), zhat, cfg.normalization)
+        loss = G.loss_k(model(z, t).float(), zhat, cfg.normalization, t)
         optimizer.zero_grad(set_to_none=True)
         fabric.backward(loss)
         optimizer.step()
