@@ -30,8 +30,12 @@ def reference(prior, corrective, z, t, emb_y, emb_0, eps, omega, eps_c=None, mod
     zhat = (zt - (1 - a) ** 0.5 * e0) / a**0.5
     with torch.no_grad():
         b = corrective(z, t)
-    dims = (1, 2, 3) if mode == "global" else (2, 3)
+    stats, below = (mode.split("<")[0], int(mode.split("<")[1])) if "<" in mode else (mode, 10**9)
+    dims = (1, 2, 3) if stats == "global" else (2, 3)
     mb, sb = b.mean(dims, keepdim=True), b.std(dims, keepdim=True, unbiased=False)
     sz = zhat.std(dims, keepdim=True, unbiased=False)
     bh = sz / sb * (b - mb) + mb
+    if stats == "none":
+        bh = b
+    bh = torch.stack([bh[i] if t[i] < below else b[i] for i in range(len(t))])  # "global<T"
     return (cond + bh - zhat) / omega

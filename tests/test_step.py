@@ -21,7 +21,7 @@ def inputs(tiny_prior, encode):
     return z, t, emb_y, emb_0, eps, eps_fixed
 
 
-@pytest.mark.parametrize("mode", ["global", "per_channel"])
+@pytest.mark.parametrize("mode", ["global", "per_channel", "none", "global<500"])
 def test_lmc_sds_matches_reference(tiny_prior, tiny_corrective_path, inputs, mode):
     corrective, _ = load_corrective(tiny_corrective_path)
     z, t, emb_y, emb_0, eps, _ = inputs

@@ -150,8 +150,8 @@ class LMCSDSDeepFloydGuidance(BaseObject):
             "loss_sds": loss_from_grad(z, g),
             "grad_norm": g.norm(),
             "g_cond_norm": out.g_cond.norm(),
-            "min_step": self.min_step,
-            "max_step": self.max_step,
+            "min_step": float(self.min_step),  # floats: Lightning warns when logging ints
+            "max_step": float(self.max_step),
             "timestep": t.float(),
         }
         if second is not None:
