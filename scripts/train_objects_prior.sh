@@ -31,9 +31,9 @@ if [ -n "${FRESH:-}" ] || [ ! -f "$CORRECTIVE" ]; then
     [ -d build/objects-val-png ] ||
         $PY -m lmcsds.priors.objects_data --split heldout --views 8 --out build/objects-val-png
     $PY -m lmcsds train-corrective --prior "$PRIOR" --images build/objects-train-png \
-        --out build/bhat-objects --steps 1500 --batch-size 64 --lr 1e-3 --base-channels 16 \
-        --depth 3 --workers 1 --residual --export "$CORRECTIVE" \
-        $([ -f build/bhat-objects/checkpoints/last.ckpt ] && echo --resume)
+        --out build/bhat-objects-g700 --steps 1500 --batch-size 64 --lr 1e-3 --base-channels 16 \
+        --depth 3 --workers 1 --residual --normalization "global<700" --export "$CORRECTIVE" \
+        $([ -f build/bhat-objects-g700/checkpoints/last.ckpt ] && echo --resume)
     $PY -m lmcsds report-corrective --checkpoint "$CORRECTIVE" --prior "$PRIOR" \
         --images build/objects-val-png --report-out "$REPORT" --report-images 64 --mc-samples 8
 fi
