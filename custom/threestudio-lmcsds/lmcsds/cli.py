@@ -17,7 +17,7 @@ from typing import List, Optional
 
 import torch
 
-from .commands import HelpFormatter, register
+from .commands import add_subcommand, register
 
 DEFAULT_PRIOR = "DeepFloyd/IF-I-XL-v1.0"
 
@@ -202,10 +202,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmcsds", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def add_parser(name: str, help_text: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help_text, description=help_text,
-                              formatter_class=HelpFormatter)  # fmt: skip
-
     def prior_args(p, images_required=False):
         p.add_argument("--prior", default=DEFAULT_PRIOR, help="hub id or local diffusers folder")
         p.add_argument("--images", required=images_required, help="folder of photos (recursive)")
@@ -216,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="t ~ U(min, max) of the schedule (the paper: 0.02-0.98)")  # fmt: skip
         p.add_argument("--max-step-percent", type=float, default=0.98, help="see above")
 
-    g = add_parser("generate-triplets", "write a resumable sharded triplet cache")
+    g = add_subcommand(sub, "generate-triplets", "write a resumable sharded triplet cache")
     prior_args(g, images_required=True)
     g.add_argument("--cache", required=True, help="cache folder")
     g.add_argument("--num-triplets", type=int, required=True, help="(z, zhat_t, t) triplets")
@@ -224,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gen-batch-size", type=int, default=64, help="prior batch while generating")
     g.set_defaults(func=cmd_generate)
 
-    t = add_parser("train-corrective", "train b-hat-psi against a prior")
+    t = add_subcommand(sub, "train-corrective", "train b-hat-psi against a prior")
     prior_args(t)
     t.add_argument("--cache", help="train from this triplet cache (no prior in memory)")
     t.add_argument("--out", required=True, help="run folder: checkpoints, logs, export, report")
@@ -259,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--report-out", default=None, help="report folder (default: OUT/report)")
     t.set_defaults(func=cmd_train)
 
-    r = add_parser("report-corrective", "evaluate a corrective on held-out photos")
+    r = add_subcommand(sub, "report-corrective", "evaluate a corrective on held-out photos")
     prior_args(r, images_required=True)
     r.add_argument("--checkpoint", required=True, help="corrective (.safetensors)")
     r.add_argument(
@@ -270,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prior passes per image and t for the Monte-Carlo E[zhat_t]")  # fmt: skip
     r.set_defaults(func=cmd_report)
 
-    p = add_parser("gather-photos", "collect offline natural photos (train / held-out)")
+    p = add_subcommand(sub, "gather-photos", "collect offline natural photos (train / held-out)")
     p.add_argument("--out", default="data/photos", help="output folder (train/ and heldout/)")
     p.add_argument("--heldout-fraction", type=float, default=0.15, help="share held out")
     p.add_argument("--fetch", action="store_true",

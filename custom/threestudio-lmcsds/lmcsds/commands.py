@@ -44,12 +44,10 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def command_parser(
-    description: Optional[str], add_arguments: Callable, **kw
-) -> argparse.ArgumentParser:
+def command_parser(description: Optional[str], add_arguments: Callable) -> argparse.ArgumentParser:
     """A parser for one command: ``description`` is the module docstring (first paragraph)."""
     first = (description or "").strip().split("\n\n")[0]
-    parser = argparse.ArgumentParser(description=first, formatter_class=HelpFormatter, **kw)
+    parser = argparse.ArgumentParser(description=first, formatter_class=HelpFormatter)
     add_arguments(parser)
     return parser
 
@@ -59,12 +57,17 @@ def module_main(module_doc: Optional[str], add_arguments: Callable, run: Callabl
     return run(command_parser(module_doc, add_arguments).parse_args(argv))
 
 
+def add_subcommand(sub: argparse._SubParsersAction, name: str, help_text: str):
+    """One ``lmcsds`` subcommand's parser, showing every flag's default."""
+    return sub.add_parser(
+        name, help=help_text, description=help_text, formatter_class=HelpFormatter
+    )
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add every registered module as a subcommand of ``lmcsds``."""
     for name, module_name, help_text in COMMANDS:
         module = importlib.import_module(module_name)
-        p = sub.add_parser(
-            name, help=help_text, description=help_text, formatter_class=HelpFormatter
-        )
+        p = add_subcommand(sub, name, help_text)
         module.add_arguments(p)
         p.set_defaults(func=module.run)

@@ -83,14 +83,11 @@ def zhat_spread(prior, z: Tensor, emb_0: Tensor, t: int, samples: int,
                 generator: Optional[torch.Generator] = None) -> Tuple[float, float]:  # fmt: skip
     """(E[sigma(zhat_t)], sigma(E[zhat_t])) at timestep t over ``samples`` noise draws, image
     statistics as Eq. 10's "global" (all channels), averaged over the images z."""
+    from ..training.report import mc_zhat
+
     tt = torch.full((len(z),), t, device=prior.device)
-    abar = prior.abar(tt)
-    zhats = []
-    for _ in range(samples):
-        eps = torch.randn(z.shape, generator=generator).to(z)
-        zt = G.z_t(z, eps, abar)
-        zhats.append(G.zhat_t(zt, prior.eps(zt, tt, emb_0.expand(len(z), -1, -1)), abar))
-    zhats = torch.stack(zhats)
+    noises = [torch.randn(z.shape, generator=generator).to(z) for _ in range(samples)]
+    zhats = torch.stack(mc_zhat(prior, z, tt, emb_0.expand(len(z), -1, -1), noises))
     one = G.image_stats(zhats.flatten(0, 1), "global")[1].mean().item()
     mean = G.image_stats(zhats.mean(0), "global")[1].mean().item()
     return one, mean

@@ -48,7 +48,7 @@ def _gain(response: torch.Tensor, direction: torch.Tensor) -> float:
     return ((response * direction).sum() / (direction * direction).sum().clamp_min(1e-12)).item()
 
 
-def _mc_zhat(prior, z, t, emb, noises: List[torch.Tensor]) -> List[torch.Tensor]:
+def mc_zhat(prior, z, t, emb, noises: List[torch.Tensor]) -> List[torch.Tensor]:
     """One-pass unconditional x0 predictions of z at t, one per noise."""
     abar, out = prior.abar(t), []
     for eps in noises:
@@ -83,7 +83,7 @@ def corrective_report(
         t = torch.randint(lo, hi, (num_images,), generator=gen).to(prior.device)
         emb = emb_0.to(prior.device).expand(num_images, -1, -1)
         noises = [torch.randn(z.shape, generator=gen).to(prior.device) for _ in range(mc_samples)]
-        samples = _mc_zhat(prior, z, t, emb, noises)
+        samples = mc_zhat(prior, z, t, emb, noises)
         zhat, mc_mean = samples[0], torch.stack(samples).mean(0)
         b = model(z, t)
         g_lmc = torch.stack([G.g_lmc(G.bhat(b, s, mode, t), s) for s in samples]).mean(0)
@@ -108,7 +108,7 @@ def corrective_report(
         # response to the offset, not noise)
         for name, offset in OFFSETS.items():
             zo = (z + torch.tensor(offset, device=z.device).view(1, 3, 1, 1)).clamp(-1, 1)
-            samples_o = _mc_zhat(prior, zo, t, emb, noises)
+            samples_o = mc_zhat(prior, zo, t, emb, noises)
             bo = model(zo, t)
             g_lmc_o = torch.stack([G.g_lmc(G.bhat(bo, s, mode, t), s) for s in samples_o]).mean(0)
             proj_o = zo - torch.stack(samples_o).mean(0)
