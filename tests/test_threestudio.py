@@ -219,6 +219,7 @@ def test_lmc_sds_without_corrective_fails_before_loading_the_prior(
         (dict(loss_type="vsd"), "loss_type"),
         (dict(loss_type="sds", guidance_scale=-1.0), "omega"),
         (dict(loss_type="sds", weighting_strategy="dreamfusion"), "weighting_strategy"),
+        (dict(loss_type="sds", compile_unet=True, compile_mode="fast"), "compile mode"),
     ],
 )
 def test_invalid_config_values_fail_before_loading_the_prior(

@@ -113,6 +113,8 @@ def cmd_train(args) -> None:
         precision=args.precision,
     )
     world = args.devices * args.num_nodes if isinstance(args.devices, int) else 1
+    if args.cache_triplets is not None and not args.cache:
+        sys.exit("train-corrective: --cache-triplets needs --cache DIR")
     if args.cache and not args.images:
         manifest = read_manifest(args.cache)
         prior_id, resolution, T = (
@@ -122,9 +124,9 @@ def cmd_train(args) -> None:
         )
 
         def make_source(device):
-            return FromCache(args.cache, args.batch_size, args.seed, world)
+            return FromCache(args.cache, args.batch_size, args.seed, world, args.cache_triplets)
 
-        shards = len(list(Path(args.cache).glob("shard-*.safetensors")))
+        shards = len(FromCache(args.cache, args.batch_size, 0, 1, args.cache_triplets).shards)
         data = (f"triplet cache `{args.cache}` ({shards} shards of {manifest.shard_size}, from "
                 f"images `{manifest.images}`, t in [{manifest.min_step}, {manifest.max_step}])")  # fmt: skip
 
@@ -223,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = add_subcommand(sub, "train-corrective", "train b-hat-psi against a prior")
     prior_args(t)
     t.add_argument("--cache", help="train from this triplet cache (no prior in memory)")
+    t.add_argument("--cache-triplets", type=int, default=None,
+                   help="use only the cache's first shards holding this many triplets, re-used "
+                        "over epochs (default: all)")  # fmt: skip
     t.add_argument("--out", required=True, help="run folder: checkpoints, logs, export, report")
     t.add_argument("--steps", type=int, default=750_000, help="training steps (the paper's)")
     t.add_argument("--batch-size", type=int, default=128, help="triplets per step")

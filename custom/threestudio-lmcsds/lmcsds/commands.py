@@ -21,6 +21,8 @@ COMMANDS: List[Tuple[str, str, str]] = [
      "guidance step time and FLOPs: built-in SDS vs LMC-SDS"),
     ("bench-training", "lmcsds.evaluation.benchmark_training",
      "corrective training throughput: data, prior passes, steps"),
+    ("gpu-check", "lmcsds.bench.gpu_check",
+     "IF-I-XL guidance step eager vs compiled, triplets/s, corrective steps/s on a GPU"),
     ("train-prior", "lmcsds.priors.train", "train an offline IF-shaped prior (resumable)"),
     ("eval-prior", "lmcsds.priors.objects_eval",
      "prompt faithfulness and sample grids of the procedural-object prior"),

@@ -1,12 +1,13 @@
 """The diffusion prior: DeepFloyd IF stage I (UNet + DDPM scheduler) through diffusers."""
 
 import logging
-from typing import Union
+from typing import Callable, Optional, Union
 
 import torch
 from torch import Tensor
 
 from .checkpoint import prior_id
+from .compiled_unet import CompiledUNet
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,12 @@ class IFPrior:
         param = next(unet.parameters())
         self.device, self.dtype = param.device, param.dtype
         self.alphas_cumprod = scheduler.alphas_cumprod.to(self.device, torch.float32)
+        self.compiled: Optional[CompiledUNet] = None
+
+    def compile(self, mode: str = "default", log: Optional[Callable[[str], None]] = None):
+        """Route every UNet call through ``torch.compile`` (see ``compiled_unet``)."""
+        self.compiled = CompiledUNet(self.unet, mode, log)
+        return self.compiled
 
     @classmethod
     def from_pretrained(
@@ -87,9 +94,10 @@ class IFPrior:
     @torch.no_grad()
     def eps(self, zt: Tensor, t: Tensor, embeddings: Tensor) -> Tensor:
         """Predicted noise for N rows (N noisy images, N timesteps, N text embeddings)."""
-        out = self.unet(
-            zt.to(self.device, self.dtype),
-            t.to(self.device),
-            encoder_hidden_states=embeddings.to(self.device, self.dtype),
-        ).sample
+        inputs = (zt.to(self.device, self.dtype), t.to(self.device))
+        embeddings = embeddings.to(self.device, self.dtype)
+        if self.compiled is not None:
+            out = self.compiled(*inputs, embeddings)
+        else:
+            out = self.unet(*inputs, encoder_hidden_states=embeddings).sample
         return out[:, : zt.shape[1]].float()

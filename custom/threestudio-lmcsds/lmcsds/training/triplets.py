@@ -10,7 +10,7 @@ import os
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -188,15 +188,31 @@ class FromCache:
     """Triplets read from shards; batch(step, rank) is a function of (seed, step, rank).
 
     Each epoch visits the shards in a seeded random order and each shard's triplets in a
-    seeded random order; one shard is in memory at a time per process.
+    seeded random order; one shard is in memory at a time per process. ``max_triplets`` uses
+    only the first shards that hold them, re-used over epochs (a smaller cache, same order).
     """
 
-    def __init__(self, cache_dir: str, batch_size: int, seed: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        cache_dir: str,
+        batch_size: int,
+        seed: int = 0,
+        world_size: int = 1,
+        max_triplets: Optional[int] = None,
+    ):
         self.root = Path(cache_dir)
         self.manifest = read_manifest(self.root)
         self.shards = sorted(self.root.glob("shard-*.safetensors"))
         if not self.shards:
             raise FileNotFoundError(f"{self.root}: the triplet cache has no complete shard yet")
+        if max_triplets is not None:  # the first shards only: one cache serves every size
+            wanted = -(-max_triplets // self.manifest.shard_size)
+            if wanted > len(self.shards):
+                raise ValueError(
+                    f"{self.root} holds {len(self.shards)} shards of {self.manifest.shard_size}; "
+                    f"{max_triplets} triplets need {wanted}: generate more or ask for fewer"
+                )
+            self.shards = self.shards[:wanted]
         if batch_size > self.manifest.shard_size:
             raise ValueError(f"batch size {batch_size} > shard size {self.manifest.shard_size}")
         self.batch_size, self.seed, self.world_size = batch_size, seed, world_size
