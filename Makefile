@@ -21,10 +21,10 @@ $(PY):
 	bash scripts/setup.sh
 
 bench:
-	$(PY) -m lmcsds.evaluation.benchmark_guidance --out bench-results/guidance.json
+	$(PY) -m lmcsds.bench.guidance --out bench-results/guidance.json
 
 bench-training:
-	$(PY) -m lmcsds.evaluation.benchmark_training $(if $(wildcard data/photos/train),--images data/photos/train) --out bench-results/training.json
+	$(PY) -m lmcsds.bench.training $(if $(wildcard data/photos/train),--images data/photos/train) --out bench-results/training.json
 
 photos:
 	$(PY) -m lmcsds gather-photos --fetch --out data/photos

@@ -121,7 +121,7 @@ def guidance_variants(prior, corrective, batch: int) -> Dict[str, Callable[[int]
 
 def time_variants(fns: Dict[str, Callable], repeats: int, warmup: int) -> Dict[str, float]:
     """Median seconds per call, variants interleaved (machine noise hits all alike)."""
-    from ..evaluation.benchmark_guidance import interleaved_seconds
+    from .guidance import interleaved_seconds
 
     return interleaved_seconds({k: (lambda f=f: f(1)) for k, f in fns.items()}, repeats, warmup)
 
@@ -175,7 +175,7 @@ def compiled_section(prior, fns, eager_grads, mode, rows, args, budget, guess_s,
 
 def triplet_rates(prior, batches: List[int], mode: Optional[str], budget: Budget) -> dict:
     """Prior passes per second for corrective triplets (make_triplets), per batch size."""
-    from ..evaluation.benchmark_training import rate
+    from .training import rate
     from ..training.triplets import make_triplets
 
     res, width = prior.resolution, prior.unet.config.encoder_hid_dim
@@ -207,7 +207,7 @@ def corrective_rates(device: torch.device, batch: int, res: int) -> dict:
     """Training steps per second of the paper's corrective (Adam, L_k), fp32 and bf16 autocast."""
     from ..core import gradients as G
     from ..core.corrective import CorrectiveConfig, CorrectiveUNet
-    from ..evaluation.benchmark_training import rate
+    from .training import rate
 
     torch.manual_seed(0)
     model = CorrectiveUNet(CorrectiveConfig()).to(device)

@@ -7,7 +7,7 @@
    counted on the meta device (no weights), and UNet rows per image per step.
 3. With CUDA: wall clock and peak GPU memory for the full-size architecture (random fp16).
 
-    python -m lmcsds.evaluation.benchmark_guidance --out bench-results/guidance.json
+    python -m lmcsds.bench.guidance --out bench-results/guidance.json
 """
 
 import argparse

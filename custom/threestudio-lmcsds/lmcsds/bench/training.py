@@ -6,7 +6,7 @@
 (d) b-hat training steps/s from a triplet cache.
 With CUDA, (b) and (c) also for the full-size IF-I-XL architecture (random fp16 weights).
 
-    python -m lmcsds.evaluation.benchmark_training --images data/photos/train
+    python -m lmcsds.bench.training --images data/photos/train
 """
 
 import argparse
