@@ -213,6 +213,27 @@ def test_cache_is_resumable_and_trains(tiny_if_dir, tiny_prior, photos, tmp_path
     assert read_meta(out / "tiny-if.safetensors").training_steps == 3
 
 
+def test_one_command_makes_a_cache_and_reuses_its_first_shards(tiny_if_dir, photos, tmp_path):
+    cache, out = tmp_path / "cache", tmp_path / "run"
+    cli(["train-corrective", "--prior", str(tiny_if_dir), "--images", str(photos), "--cache",
+         str(cache), "--cache-triplets", "16", "--shard-size", "8", "--gen-batch-size", "4",
+         "--out", str(out), "--steps", "3", *SMALL])  # fmt: skip
+    assert sorted(p.name for p in cache.glob("shard-*")) == [
+        "shard-000000.safetensors",
+        "shard-000001.safetensors",
+    ]
+    assert "2 shards of 8" in (out / "tiny-if.md").read_text()
+    small = FromCache(str(cache), batch_size=4, max_triplets=8)  # the first shard, 4 epochs
+    assert len(small.shards) == 1 and small.per_epoch == 2
+    shard = load_file(str(cache / "shard-000000.safetensors"))["z"].float()
+    for epoch in range(4):  # every epoch visits each of the shard's 8 triplets once
+        seen = torch.cat([small.prepare(2 * epoch + k, 0)[0].float() for k in range(2)])
+        order = lambda x: x.flatten(1)[:, :8].tolist()  # noqa: E731
+        assert sorted(order(seen)) == sorted(order(shard))
+    with pytest.raises(ValueError, match="17 triplets need 3"):
+        FromCache(str(cache), batch_size=4, max_triplets=17)
+
+
 def test_ddp_on_two_cpu_processes(tiny_if_dir, photos, tmp_path):
     """--devices 2: Lightning Fabric runs DDP (gloo on CPU); one export, from rank 0."""
     import subprocess

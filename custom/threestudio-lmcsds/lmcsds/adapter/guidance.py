@@ -59,7 +59,7 @@ class LMCSDSDeepFloydGuidance(BaseObject):
         enable_channels_last_format: bool = True
         # torch.compile the prior's UNet: compiled once per run (the cost is logged), then faster
         compile_unet: bool = False
-        compile_mode: str = "default"  # default | reduce-overhead | max-autotune | cudagraphs
+        compile_mode: str = "reduce-overhead"  # | default | max-autotune | cudagraphs
         view_dependent_prompting: bool = True
         max_items_eval: int = 4
 

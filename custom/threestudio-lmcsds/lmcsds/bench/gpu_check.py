@@ -175,8 +175,8 @@ def compiled_section(prior, fns, eager_grads, mode, rows, args, budget, guess_s,
 
 def triplet_rates(prior, batches: List[int], mode: Optional[str], budget: Budget) -> dict:
     """Prior passes per second for corrective triplets (make_triplets), per batch size."""
-    from .training import rate
     from ..training.triplets import make_triplets
+    from .training import rate
 
     res, width = prior.resolution, prior.unet.config.encoder_hid_dim
     emb_0 = torch.zeros(1, 77, width, device=prior.device)

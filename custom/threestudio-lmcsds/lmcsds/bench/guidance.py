@@ -2,7 +2,8 @@
 
 1. Wall clock per guidance call (forward + backward) on a tiny IF-shaped prior (random
    weights, 64x64 like IF stage I) with the paper's corrective: LMC-SDS with shared noise and
-   with fixed eps, each divided by the built-in guidance, measured interleaved in one run.
+   with fixed eps, and with the UNet compiled (``compile_unet``), each divided by the built-in
+   guidance, measured interleaved in one run on this machine's device.
 2. FLOPs per call for the full-size IF-I-XL UNet architecture and the paper's corrective,
    counted on the meta device (no weights), and UNet rows per image per step.
 3. With CUDA: wall clock and peak GPU memory for the full-size architecture (random fp16).
@@ -110,10 +111,13 @@ def guidance_timings(
         common = dict(pretrained_model_name_or_path=str(prior_dir), half_precision_weights=half)
         common["view_dependent_prompting"] = False
         ours = dict(common, corrective_path=str(corrective), guidance_scale=20.0)
+        mode = "reduce-overhead" if device.type == "cuda" else "default"  # no CUDA graphs on CPU
+        compiled = dict(ours, compile_unet=True, compile_mode=mode)
         configs = {
             "builtin_sds": ("deep-floyd-guidance", dict(common, guidance_scale=19.0)),
             "lmc_sds_shared": ("lmc-sds-deep-floyd-guidance", ours),
             "lmc_sds_fixed": ("lmc-sds-deep-floyd-guidance", dict(ours, fixed_noise=True)),
+            "lmc_sds_shared_compiled": ("lmc-sds-deep-floyd-guidance", compiled),
         }  # threestudio scale 19 == omega 20
         prompt_utils = _prompt_utils(shape.encoder_hid_dim, device)
         angles = torch.zeros(batch, device=device)
@@ -127,8 +131,13 @@ def guidance_timings(
             return run
 
         guidances = {k: threestudio.find(name)(cfg) for k, (name, cfg) in configs.items()}
-        seconds = interleaved_seconds({k: call(g) for k, g in guidances.items()}, repeats, warmup)
-        del guidances
+        calls = {k: call(g) for k, g in guidances.items()}
+        calls["lmc_sds_shared_compiled"]()  # compiles (once per run; not timed)
+        compile_s = max(
+            guidances["lmc_sds_shared_compiled"].prior.compiled.compile_seconds.values()
+        )
+        seconds = interleaved_seconds(calls, repeats, warmup)
+        del guidances, calls
         peak = {}
         if device.type == "cuda":  # one guidance resident at a time: load + one call
             for k, (name, cfg) in configs.items():
@@ -143,6 +152,11 @@ def guidance_timings(
     result = {
         "seconds_per_call": seconds,
         "ratio_to_builtin": {k: v / base for k, v in seconds.items() if k != "builtin_sds"},
+        "compiled": {
+            "mode": mode,
+            "compile_seconds": compile_s,
+            "ratio_to_eager": seconds["lmc_sds_shared_compiled"] / seconds["lmc_sds_shared"],
+        },
     }
     if peak:
         result["peak_memory_mib"] = peak
@@ -254,7 +268,13 @@ def print_report(report: dict) -> None:
     )
     for name, s in tiny["seconds_per_call"].items():
         ratio = tiny["ratio_to_builtin"].get(name, 1.0)
-        print(f"  {name:16s} {s * 1e3:8.2f} ms   x{ratio:.3f} of built-in")
+        print(f"  {name:24s} {s * 1e3:8.2f} ms   x{ratio:.3f} of built-in")
+    c = tiny["compiled"]
+    print(
+        f"  compiled ({c['mode']}) / eager LMC-SDS: x{c['ratio_to_eager']:.3f}, after "
+        f"{c['compile_seconds']:.0f} s of compiling (on a CPU inductor gains little; the GPU "
+        f"numbers come from `lmcsds gpu-check`: docs/benchmark.md#on-a-gpu)"
+    )
     flops = report["if_i_xl_flops"]
     print("\nIF-I-XL UNet + paper corrective, FLOPs per call (meta device):")
     for name, f in flops["flops_per_call"].items():

@@ -7,6 +7,7 @@ Everything a step uses is a function of (seed, step, rank), so resumed runs are 
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -154,19 +155,27 @@ def generate_cache(
     bar = tqdm(
         total=n_shards * shard_size, initial=len(done) * shard_size, desc="triplets", unit="trip"
     )
-    for i in range(n_shards):
-        if _shard_path(root, i).exists():
-            continue
-        zs, zhats, ts = [], [], []
-        for j, start in enumerate(range(0, shard_size, batch_size)):
-            n = min(batch_size, shard_size - start)
-            z = sampler.batch(i * 100_003 + j, n, rank=0)
-            gen = seeded_generator(seed, i, j, NOISE_STREAM)
-            zhat, t = make_triplets(prior, z, emb_0, gen, min_step, max_step)
-            zs.append(z.half()), zhats.append(zhat.cpu().half()), ts.append(t.cpu().int())
-            bar.update(n)
-        shard = {"z": torch.cat(zs), "zhat": torch.cat(zhats), "t": torch.cat(ts)}
-        atomic_write(_shard_path(root, i), lambda tmp: save_file(shard, tmp))
+    with ThreadPoolExecutor(max_workers=1) as writer:  # the disk never stalls the prior
+        pending = None
+        for i in range(n_shards):
+            if _shard_path(root, i).exists():
+                continue
+            zs, zhats, ts = [], [], []
+            for j, start in enumerate(range(0, shard_size, batch_size)):
+                n = min(batch_size, shard_size - start)
+                z = sampler.batch(i * 100_003 + j, n, rank=0)
+                gen = seeded_generator(seed, i, j, NOISE_STREAM)
+                zhat, t = make_triplets(prior, z, emb_0, gen, min_step, max_step)
+                zs.append(z.half()), zhats.append(zhat.cpu().half()), ts.append(t.cpu().int())
+                bar.update(n)
+            shard = {"z": torch.cat(zs), "zhat": torch.cat(zhats), "t": torch.cat(ts)}
+            if pending is not None:
+                pending.result()  # at most one shard waits for the disk
+            pending = writer.submit(
+                atomic_write, _shard_path(root, i), lambda tmp, shard=shard: save_file(shard, tmp)
+            )
+        if pending is not None:
+            pending.result()
     bar.close()
     return manifest
 
