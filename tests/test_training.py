@@ -13,7 +13,7 @@ from lmcsds.cli import main as cli
 from lmcsds.core import CorrectiveCheckpointError, load_corrective, read_meta
 from lmcsds.training import trainer as trainer_module
 from lmcsds.training.images import CropSampler, NoImagesError, scan_images
-from lmcsds.training.triplets import FromCache, generate_cache
+from lmcsds.training.triplets import FromCache, generate_cache, triplet_bytes
 
 SMALL = ["--base-channels", "4", "--depth", "2", "--batch-size", "4", "--workers", "0"]
 
@@ -232,6 +232,20 @@ def test_one_command_makes_a_cache_and_reuses_its_first_shards(tiny_if_dir, phot
         assert sorted(order(seen)) == sorted(order(shard))
     with pytest.raises(ValueError, match="17 triplets need 3"):
         FromCache(str(cache), batch_size=4, max_triplets=17)
+    shard_bytes = (cache / "shard-000000.safetensors").stat().st_size
+    assert 8 * triplet_bytes(32) <= shard_bytes < 8 * triplet_bytes(32) + 1024  # + header
+
+
+def test_a_cache_that_does_not_fit_is_refused_before_any_work(tiny_prior, photos, tmp_path):
+    from collections import namedtuple
+
+    sampler = CropSampler(scan_images(str(photos), 32).usable, 32, seed=0)
+    usage = namedtuple("usage", "total used free")(10**9, 10**9 - 10**5, 10**5)
+    with pytest.MonkeyPatch.context() as mp:  # one shard of 1024: 1024 * (2*3*32*32*2 + 4) B
+        mp.setattr("shutil.disk_usage", lambda path: usage)
+        with pytest.raises(OSError, match="needs 12.0 MiB more and the disk has 0.1 MiB free"):
+            generate_cache(str(tmp_path / "c"), tiny_prior, sampler, torch.zeros(1, 77, 64), 64)
+    assert not list((tmp_path / "c").glob("shard-*"))
 
 
 def test_ddp_on_two_cpu_processes(tiny_if_dir, photos, tmp_path):

@@ -7,6 +7,7 @@ Everything a step uses is a function of (seed, step, rank), so resumed runs are 
 
 import json
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -102,6 +103,15 @@ class CacheManifest:
     format: str = CACHE_FORMAT
 
 
+def triplet_bytes(resolution: int) -> int:
+    """Bytes one cached triplet takes: z and zhat_t in fp16, t in int32."""
+    return 2 * 3 * resolution**2 * 2 + 4
+
+
+def _size(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.1f} MiB"
+
+
 def _shard_path(cache_dir: Path, i: int) -> Path:
     return cache_dir / f"shard-{i:06d}.safetensors"
 
@@ -133,7 +143,7 @@ def generate_cache(
         seed,
         min_step,
         max_step,
-        str(sampler.paths[0]).rsplit(os.sep, 1)[0] if sampler.paths else "",
+        os.path.commonpath([str(p) for p in sampler.paths]) if sampler.paths else "",
     )
     manifest_path = root / "manifest.json"
     if manifest_path.exists():
@@ -152,6 +162,17 @@ def generate_cache(
         manifest_path.write_text(json.dumps(asdict(manifest), indent=2))
     n_shards = -(-num_triplets // shard_size)
     done = [i for i in range(n_shards) if _shard_path(root, i).exists()]
+    needed = (n_shards - len(done)) * shard_size * triplet_bytes(prior.resolution)
+    free = shutil.disk_usage(root).free
+    if needed > free:
+        raise OSError(
+            f"{root}: the cache needs {_size(needed)} more and the disk has {_size(free)} "
+            f"free; free space, pick another --cache or fewer triplets"
+        )
+    total = n_shards * shard_size
+    print(
+        f"triplet cache {root}: {total} triplets, {_size(total * triplet_bytes(prior.resolution))}"
+    )
     bar = tqdm(
         total=n_shards * shard_size, initial=len(done) * shard_size, desc="triplets", unit="trip"
     )
