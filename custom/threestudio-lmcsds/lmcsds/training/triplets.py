@@ -176,25 +176,31 @@ def generate_cache(
     bar = tqdm(
         total=n_shards * shard_size, initial=len(done) * shard_size, desc="triplets", unit="trip"
     )
-    with ThreadPoolExecutor(max_workers=1) as writer:  # the disk never stalls the prior
-        pending = None
-        for i in range(n_shards):
-            if _shard_path(root, i).exists():
-                continue
-            zs, zhats, ts = [], [], []
-            for j, start in enumerate(range(0, shard_size, batch_size)):
-                n = min(batch_size, shard_size - start)
-                z = sampler.batch(i * 100_003 + j, n, rank=0)
-                gen = seeded_generator(seed, i, j, NOISE_STREAM)
-                zhat, t = make_triplets(prior, z, emb_0, gen, min_step, max_step)
-                zs.append(z.half()), zhats.append(zhat.cpu().half()), ts.append(t.cpu().int())
-                bar.update(n)
-            shard = {"z": torch.cat(zs), "zhat": torch.cat(zhats), "t": torch.cat(ts)}
-            if pending is not None:
-                pending.result()  # at most one shard waits for the disk
-            pending = writer.submit(
-                atomic_write, _shard_path(root, i), lambda tmp, shard=shard: save_file(shard, tmp)
+    starts = range(0, shard_size, batch_size)
+    todo = [(i, j, min(batch_size, shard_size - b)) for i in range(n_shards) if i not in done
+            for j, b in enumerate(starts)]  # fmt: skip
+    crops = lambda i, j, n: sampler.batch(i * 100_003 + j, n, rank=0)  # noqa: E731
+    # crops are cut one batch ahead and shards written behind: the prior never waits for either
+    with ThreadPoolExecutor(max_workers=1) as reader, ThreadPoolExecutor(max_workers=1) as writer:
+        ahead = reader.submit(crops, *todo[0]) if todo else None
+        pending, parts = None, []
+        for k, (i, j, n) in enumerate(todo):
+            z = ahead.result()
+            if k + 1 < len(todo):
+                ahead = reader.submit(crops, *todo[k + 1])
+            zhat, t = make_triplets(
+                prior, z, emb_0, seeded_generator(seed, i, j, NOISE_STREAM), min_step, max_step
             )
+            parts.append((z.half(), zhat.cpu().half(), t.cpu().int()))
+            bar.update(n)
+            if j == len(starts) - 1:  # the shard is complete
+                shard = {key: torch.cat(p) for key, p in zip(("z", "zhat", "t"), zip(*parts))}
+                if pending is not None:
+                    pending.result()  # at most one shard waits for the disk
+                pending = writer.submit(
+                    atomic_write, _shard_path(root, i), lambda tmp, s=shard: save_file(s, tmp)
+                )
+                parts = []
         if pending is not None:
             pending.result()
     bar.close()
