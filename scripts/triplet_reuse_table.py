@@ -16,6 +16,7 @@ RUNS = [  # (label, distinct triplets, steps, report)
     ("cache 49,152 (2 passes)", "49k", 1500, "cache-49152"),
     ("cache 12,288 (8 passes)", "12k", 1500, "cache-12288"),
     ("cache 3,072 (32 passes)", "3k", 1500, "cache-3072"),
+    ("cache 1,024 (94 passes)", "1k", 1500, "cache-1024"),
 ]
 
 

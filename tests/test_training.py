@@ -198,11 +198,16 @@ def test_cache_is_resumable_and_trains(tiny_if_dir, tiny_prior, photos, tmp_path
     generate_cache(str(part), tiny_prior, sampler, emb_0, 16, shard_size=8, batch_size=4)
     (part / ".shard-000002.tmp").write_bytes(b"half-written")  # an interrupted write
     generate_cache(str(part), tiny_prior, sampler, emb_0, 24, shard_size=8, batch_size=4)
+    split = tmp_path / "split"  # two processes (GPUs) filling one cache
+    generate_cache(str(split), tiny_prior, sampler, emb_0, 24, 8, batch_size=4, part=(1, 2))
+    assert [p.name[6:12] for p in sorted(split.glob("shard-*"))] == ["000001"]
+    generate_cache(str(split), tiny_prior, sampler, emb_0, 24, 8, batch_size=4, part=(0, 2))
     for i in range(3):
         a = load_file(str(whole / f"shard-{i:06d}.safetensors"))
-        b = load_file(str(part / f"shard-{i:06d}.safetensors"))
-        for k in ("z", "zhat", "t"):
-            torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+        for other in (part, split):
+            b = load_file(str(other / f"shard-{i:06d}.safetensors"))
+            for k in ("z", "zhat", "t"):
+                torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
     source = FromCache(str(whole), batch_size=4)
     z, zhat, t = source.finish(source.prepare(5, 0), 5, 0, "cpu")
     assert z.shape == zhat.shape == (4, 3, 32, 32) and t.min() >= 20 and t.max() <= 980

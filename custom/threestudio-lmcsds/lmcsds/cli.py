@@ -86,8 +86,10 @@ def cmd_generate(args) -> None:
         args.seed,
         StepRange(args.min_step_percent, args.max_step_percent),
         args.gen_batch_size,
+        getattr(args, "part", (0, 1)),
     )
-    print(f"triplet cache ready: {cache}")
+    k, n = getattr(args, "part", (0, 1))
+    print(f"triplet cache ready: {cache}" + (f" (part {k}/{n})" if n > 1 else ""))
 
 
 def cmd_train(args) -> None:
@@ -210,6 +212,13 @@ def cmd_gather(args) -> None:
     gather_photos(args.out, heldout_fraction=args.heldout_fraction, fetch=args.fetch)
 
 
+def _part(value: str):
+    k, _, n = value.partition("/")
+    if not (k.isdigit() and n.isdigit() and int(k) < int(n)):
+        raise argparse.ArgumentTypeError(f"{value!r}: give K/N with 0 <= K < N, e.g. 0/8")
+    return int(k), int(n)
+
+
 def _devices(value: str):
     return value if value == "auto" else int(value)
 
@@ -241,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     g.add_argument("--cache", required=True, help="cache folder")
     g.add_argument("--num-triplets", type=int, required=True, help="(z, zhat_t, t) triplets")
+    g.add_argument("--part", type=_part, default=(0, 1),
+                   help="K/N: write only shards i with i %% N == K (one process per GPU, "
+                        "CUDA_VISIBLE_DEVICES=K, all filling one cache)")  # fmt: skip
     generation_args(g)
     g.set_defaults(func=cmd_generate)
 

@@ -126,12 +126,18 @@ def generate_cache(
     seed: int = 0,
     t_range: StepRange = StepRange(),
     batch_size: int = 64,
+    part: Tuple[int, int] = (0, 1),
 ) -> CacheManifest:
     """Write ceil(num_triplets / shard_size) shards; resumable, shards written atomically.
 
     Shard i depends only on (seed, i): an interrupted run continues where it stopped and
     produces the same cache as an uninterrupted one. A half-written shard is never visible.
+    ``part=(k, n)`` writes only the shards i with i % n == k, so n processes (one per GPU)
+    fill one cache together.
     """
+    k, n_parts = part
+    if not 0 <= k < n_parts:
+        raise ValueError(f"part {k}/{n_parts}: need 0 <= K < N in --part K/N")
     root = Path(cache_dir)
     root.mkdir(parents=True, exist_ok=True)
     min_step, max_step = t_range.steps(prior.num_train_timesteps)
@@ -159,10 +165,12 @@ def generate_cache(
                 f"(cache value, requested value); use another --cache folder"
             )
     else:
-        manifest_path.write_text(json.dumps(asdict(manifest), indent=2))
+        text = json.dumps(asdict(manifest), indent=2)  # parts may race here: same content
+        atomic_write(manifest_path, lambda tmp: Path(tmp).write_text(text))
     n_shards = -(-num_triplets // shard_size)
-    done = [i for i in range(n_shards) if _shard_path(root, i).exists()]
-    needed = (n_shards - len(done)) * shard_size * triplet_bytes(prior.resolution)
+    mine = [i for i in range(n_shards) if i % n_parts == k]
+    done = [i for i in mine if _shard_path(root, i).exists()]
+    needed = (len(mine) - len(done)) * shard_size * triplet_bytes(prior.resolution)
     free = shutil.disk_usage(root).free
     if needed > free:
         raise OSError(
@@ -174,10 +182,10 @@ def generate_cache(
         f"triplet cache {root}: {total} triplets, {_size(total * triplet_bytes(prior.resolution))}"
     )
     bar = tqdm(
-        total=n_shards * shard_size, initial=len(done) * shard_size, desc="triplets", unit="trip"
+        total=len(mine) * shard_size, initial=len(done) * shard_size, desc="triplets", unit="trip"
     )
     starts = range(0, shard_size, batch_size)
-    todo = [(i, j, min(batch_size, shard_size - b)) for i in range(n_shards) if i not in done
+    todo = [(i, j, min(batch_size, shard_size - b)) for i in mine if i not in done
             for j, b in enumerate(starts)]  # fmt: skip
     crops = lambda i, j, n: sampler.batch(i * 100_003 + j, n, rank=0)  # noqa: E731
     # crops are cut one batch ahead and shards written behind: the prior never waits for either
