@@ -314,6 +314,19 @@ def test_stability_gains_of_an_identity_corrective_equal_the_projections(
     assert "colour g_lmc" in (tmp_path / "r" / "report.md").read_text()
 
 
+def test_negative_gains_name_the_runaway_direction():
+    """The committed reports: the seed-1 corrective that ran away in 3D, and the bundled one."""
+    import json
+
+    from lmcsds.training.report import negative_gains
+
+    root = Path(__file__).resolve().parents[1]
+    failed = json.loads((root / "docs/results/triplet-reuse/fresh-seed1/report.json").read_text())
+    bundled = root / "load/lmcsds/correctives/objects-if-32-report/report.json"
+    assert negative_gains(failed) == ["contrast at t 800-980 (-0.021)"]
+    assert negative_gains(json.loads(bundled.read_text())) == []
+
+
 def test_gather_photos_installs_and_downloads_nothing_unless_asked(tmp_path, monkeypatch):
     """Without --fetch: no pip, no apt-get (subprocess never runs); installed Debian photo
     packages are read where they are installed."""

@@ -188,7 +188,7 @@ def cmd_train(args) -> None:
 
 
 def cmd_report(args) -> None:
-    from .training.report import corrective_report
+    from .training.report import corrective_report, negative_gains
 
     device = _default_device()
     prior = _load_prior(args, device)
@@ -204,6 +204,14 @@ def cmd_report(args) -> None:
         f"  L_k {o['loss_k']:.5f} (identity {o['loss_k_identity']:.5f}); relative error to "
         f"E[zhat_t] {o['rel_err_mc']:.3f} (identity {o['rel_err_mc_identity']:.3f})"
     )
+    negative = negative_gains(report)
+    if negative:
+        print(
+            f"warning: negative stability gains of E[g_lmc]: {', '.join(negative)}. Guidance with "
+            f"this corrective tends to run away along them (docs/results/triplet-reuse); train "
+            f"again with another --seed (from a cache: no new prior passes) and keep a corrective "
+            f"whose gains are all positive"
+        )
 
 
 def cmd_gather(args) -> None:

@@ -160,6 +160,20 @@ def corrective_report(
     return report
 
 
+def negative_gains(report: dict) -> List[str]:
+    """The stability gains of E[g_lmc] below zero, as "contrast at t 800-980 (-0.021)".
+
+    An optimisation runs away along such a component (on the objects prior, the one corrective
+    with a negative gain turned 3D assets into white speckle), whatever the relative error says.
+    """
+    return [
+        f"{name} at t {row['t']} ({row[f'{name}_gain_lmc']:+.3f})"
+        for row in report["buckets"]
+        for name in ("contrast", "colour", "brightness")
+        if row[f"{name}_gain_lmc"] < 0
+    ]
+
+
 def _save_grid(grid, ts, n_show, path: Path) -> None:
     fig, axes = plt.subplots(len(ts), 3 * n_show, figsize=(1.2 * 3 * n_show, 1.3 * len(ts)))
     titles = ["z", "zhat_t", "bhat"]
