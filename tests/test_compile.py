@@ -63,14 +63,15 @@ def test_a_recompilation_is_counted_and_logged(caplog):
 def test_guidance_compile_unet_gives_the_eager_gradient(
     workdir, cpu_threestudio, tiny_if_dir, tiny_corrective_path  # noqa: F811
 ):
+    prompt_utils, batch = system_inputs(cpu_threestudio, tiny_if_dir)
+    render = torch.rand(2, 32, 32, 3)
     grads = {}
     for compile_unet in (False, True):
         guidance = make_guidance(
             cpu_threestudio, tiny_if_dir, tiny_corrective_path, compile_unet=compile_unet
         )
-        torch.manual_seed(5)  # the same cameras, renders, t and noise for both
-        prompt_utils, batch = system_inputs(cpu_threestudio, tiny_if_dir)
-        rgb = torch.rand(2, 32, 32, 3, requires_grad=True)
+        rgb = render.clone().requires_grad_()
+        torch.manual_seed(5)  # the same t and noise for both
         for _ in range(3):
             out = guidance(rgb, prompt_utils, **batch)
             out["loss_sds"].backward()

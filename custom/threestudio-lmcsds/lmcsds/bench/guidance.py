@@ -273,7 +273,7 @@ def print_report(report: dict) -> None:
     print(
         f"  compiled ({c['mode']}) / eager LMC-SDS: x{c['ratio_to_eager']:.3f}, after "
         f"{c['compile_seconds']:.0f} s of compiling (on a CPU inductor gains little; the GPU "
-        f"numbers come from `lmcsds gpu-check`: docs/benchmark.md#on-a-gpu)"
+        f"numbers come from `lmcsds gpu-check`: docs/benchmark.md)"
     )
     flops = report["if_i_xl_flops"]
     print("\nIF-I-XL UNet + paper corrective, FLOPs per call (meta device):")
