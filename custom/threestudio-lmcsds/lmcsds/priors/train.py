@@ -18,9 +18,10 @@ layout, so the guidance loads it with ``IFPipeline.from_pretrained`` like DeepFl
 
 import argparse
 import copy
+import tempfile
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -49,12 +50,24 @@ def prompt_table(pipe, prompts: List[str], chunk: int = 256) -> torch.Tensor:
     return torch.cat(out)
 
 
-def _tokenizer_from_bytes(model: bytes, path: Path):
-    """The T5 tokenizer of a checkpoint (its sentencepiece model is stored as bytes)."""
+def _tokenizer_files(tokenizer) -> Dict[str, bytes]:
+    """The tokenizer as {file name: bytes}, through ``save_pretrained`` (any transformers)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save_pretrained(tmp)
+        return {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
+
+
+def _tokenizer_from_checkpoint(state: dict, folder: Path):
+    """The T5 tokenizer saved in a checkpoint (older checkpoints hold the sentencepiece model)."""
     from transformers import T5Tokenizer
 
-    path.write_bytes(model)
-    return T5Tokenizer(vocab_file=str(path), extra_ids=100)
+    folder.mkdir(parents=True, exist_ok=True)
+    if "tokenizer_files" not in state:
+        (folder / "spiece.model").write_bytes(state["spiece_model"])
+        return T5Tokenizer(vocab_file=str(folder / "spiece.model"), extra_ids=100)
+    for name, data in state["tokenizer_files"].items():
+        (folder / name).write_bytes(data)
+    return T5Tokenizer.from_pretrained(str(folder))
 
 
 def train_prior(
@@ -84,7 +97,7 @@ def train_prior(
     if resume and ckpt.exists():
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
         pipe.text_encoder.load_state_dict(state["text_encoder"])
-        pipe.tokenizer = _tokenizer_from_bytes(state["spiece_model"], ckpt.with_suffix(".spiece"))
+        pipe.tokenizer = _tokenizer_from_checkpoint(state, ckpt.with_suffix(".tokenizer"))
         pipe.unet.load_state_dict(state["unet"])
     unet, scheduler = pipe.unet.train(), pipe.scheduler
     ema = copy.deepcopy(unet).eval().requires_grad_(False)
@@ -98,11 +111,13 @@ def train_prior(
     table = prompt_table(pipe, dataset.prompts)
     abar_all = scheduler.alphas_cumprod.float()
 
+    tokenizer_files = _tokenizer_files(pipe.tokenizer)
+
     def save(step: int) -> None:
         state = {
             "unet": unet.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
             "text_encoder": pipe.text_encoder.state_dict(),
-            "spiece_model": pipe.tokenizer.sp_model.serialized_model_proto(),
+            "tokenizer_files": tokenizer_files,
             "step": step,
         }  # fmt: skip
         atomic_write(ckpt, lambda tmp: torch.save(state, tmp))
