@@ -15,12 +15,25 @@ setup(
     python_requires=">=3.10",
     package_dir={"": SRC},
     packages=find_packages(SRC),
+    # the core, the guidance and the `lmcsds` command; tested with threestudio's pins
+    # (requirements.txt: diffusers 0.19, transformers 4.28) and with today's releases
     install_requires=[
         "torch>=2.0",
-        "diffusers>=0.19,<0.20",
+        "diffusers>=0.19",
+        "transformers>=4.28",
+        "huggingface_hub",
+        "sentencepiece",
         "safetensors",
         "numpy",
         "tqdm",
+        "Pillow",
     ],
+    extras_require={
+        # train-corrective, generate-triplets, report-corrective, train-prior
+        "train": ["lightning-fabric>=2.0", "tensorboard", "matplotlib"],
+        # compare, bench3d, experiments, demo, term-bias, benchmarks
+        "eval": ["matplotlib", "imageio", "omegaconf", "scikit-image", "scipy", "accelerate"],
+        "dev": ["pytest", "black", "isort"],
+    },
     entry_points={"console_scripts": ["lmcsds=lmcsds.cli:main"]},
 )

@@ -60,3 +60,25 @@ def test_export_objects_runs_the_same_as_the_module(tmp_path, monkeypatch):
     main(["export-objects", "--split", "heldout", "--views", "3", "--out", str(tmp_path)])
     objects_data.main(["--split", "heldout", "--views", "3", "--out", str(tmp_path)])
     assert calls[0] == calls[1] == f"('heldout', 3, '{tmp_path}') images written to {tmp_path}"
+
+
+def test_a_command_whose_extra_is_missing_says_which_to_install(monkeypatch, capsys):
+    real_import = importlib.import_module
+
+    def without_matplotlib(name, *args):
+        if name == "lmcsds.evaluation.compare":
+            raise ModuleNotFoundError("No module named 'matplotlib'", name="matplotlib")
+        return real_import(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", without_matplotlib)
+    assert "[not installed: matplotlib]" in _subparsers(build_parser())["compare"].description
+    with pytest.raises(SystemExit) as exit_:
+        main(["compare", "--threestudio", ".", "--steps", "3"])  # its flags are not parsed
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "lmcsds compare needs matplotlib (No module named 'matplotlib'): "
+        "pip install 'threestudio-lmcsds[eval]'"
+    ]
+    with pytest.raises(SystemExit):  # an installed command still refuses unknown flags
+        main(["term-bias", "--no-such-flag"])

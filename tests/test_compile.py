@@ -60,6 +60,7 @@ def test_a_recompilation_is_counted_and_logged(caplog):
         CompiledUNet(_Affine(), "fastest")
 
 
+@pytest.mark.threestudio
 def test_guidance_compile_unet_gives_the_eager_gradient(
     workdir, cpu_threestudio, tiny_if_dir, tiny_corrective_path  # noqa: F811
 ):

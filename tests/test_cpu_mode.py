@@ -15,6 +15,8 @@ from torch import nn
 
 from .conftest import ROOT, THREESTUDIO_DIR
 
+pytestmark = pytest.mark.threestudio  # needs threestudio's pinned stack
+
 EXTENSION = ROOT / "custom" / "threestudio-lmcsds"
 CPU_CONFIG = ROOT / "configs" / "lmcsds-dreamfusion-cpu.yaml"
 

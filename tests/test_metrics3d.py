@@ -90,6 +90,7 @@ def test_detail_ratio_of_the_truth_is_one_and_blur_lowers_it():
     assert M3.detail_ratio(blur, x) < 0.5
 
 
+@pytest.mark.threestudio
 def test_occupied_density_stops_half_the_light_over_the_thinnest_parts():
     """The volume metrics' occupancy level: a slab of OCCUPIED_LENGTH at that density, rendered
     by the dense renderer's weights, has opacity 0.5 (the silhouettes' threshold)."""

@@ -47,6 +47,7 @@ def _threestudio_dataset(dist: CameraDistribution, batch: int, res: int):
     return RandomCameraIterableDataset(cfg)
 
 
+@pytest.mark.threestudio
 @pytest.mark.parametrize("seed", [0, 1, 7])
 def test_cameras_equal_threestudio_random_camera_datamodule(seed):
     """Same seeds -> threestudio's exact cameras, lights, rays and view labels."""
@@ -90,6 +91,7 @@ def test_cpu_config_matches_the_prior_data():
     assert data.width == data.height == 32
 
 
+@pytest.mark.threestudio
 def test_view_rule_and_wording_equal_threestudio_prompt_processor():
     """Hand-picked cameras (the last matching rule wins) and threestudio's suffix wording."""
     from threestudio.models.prompt_processors import base
@@ -106,6 +108,7 @@ def test_view_rule_and_wording_equal_threestudio_prompt_processor():
     )
 
 
+@pytest.mark.threestudio
 def test_view_index_matches_threestudio_directions():
     """Evaluate threestudio's DirectionConfig conditions (its defaults) on random cameras."""
     from threestudio.models.prompt_processors.base import shift_azimuth_deg
@@ -240,6 +243,7 @@ def test_renders_are_deterministic_and_labelled():
         assert len(seen) == len(values) + (i == 2)  # every word still appears in training
 
 
+@pytest.mark.threestudio
 def test_prior_trains_on_the_objects_with_threestudio_view_prompts(tmp_path, monkeypatch):
     from lmcsds.core import IFPrior
     from lmcsds.priors.datasets import objects3d

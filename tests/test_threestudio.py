@@ -14,6 +14,8 @@ from lmcsds.core import FixedNoise
 from .conftest import ROOT, THREESTUDIO_DIR
 from .reference import reference
 
+pytestmark = pytest.mark.threestudio  # needs threestudio's pinned stack
+
 EXTENSION = ROOT / "custom" / "threestudio-lmcsds"
 CONFIG = ROOT / "configs" / "lmcsds-dreamfusion.yaml"
 NAME = "lmc-sds-deep-floyd-guidance"

@@ -85,6 +85,7 @@ def train(prior_dir, photos, out, steps, *extra):
     )
 
 
+@pytest.mark.threestudio
 def test_end_to_end_export_report_and_guidance_load(
     tiny_if_dir, photos, tmp_path, capsys, cpu_threestudio
 ):

@@ -17,7 +17,7 @@ from typing import List, Optional
 
 import torch
 
-from .commands import add_subcommand, register
+from .commands import add_subcommand, missing_extra_message, register
 from .core.compiled_unet import COMPILE_MODES
 
 DEFAULT_PRIOR = "DeepFloyd/IF-I-XL-v1.0"
@@ -332,9 +332,17 @@ USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionErro
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "unavailable", False):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         args.func(args)
+    except ModuleNotFoundError as e:  # an optional package (pip extra) is not installed
+        if os.environ.get("LMCSDS_DEBUG"):
+            raise
+        print(missing_extra_message(args.command, e), file=sys.stderr)
+        sys.exit(2)
     except USER_ERRORS as e:
         if os.environ.get("LMCSDS_DEBUG"):
             raise

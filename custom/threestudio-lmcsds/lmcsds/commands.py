@@ -7,6 +7,7 @@ take the same flags and print the same help, every flag with its default.
 
 import argparse
 import importlib
+import sys
 from typing import Callable, List, Optional, Tuple
 
 # (subcommand, module, one-line help), in the order ``lmcsds --help`` lists them
@@ -66,10 +67,54 @@ def add_subcommand(sub: argparse._SubParsersAction, name: str, help_text: str):
     )
 
 
+# the pip extra that provides each optional package (setup.py's extras_require)
+EXTRA_OF = {
+    "lightning_fabric": "train",
+    "tensorboard": "train",
+    "matplotlib": "eval",
+    "imageio": "eval",
+    "omegaconf": "eval",
+    "skimage": "eval",
+    "scipy": "eval",
+    "accelerate": "eval",
+    "threestudio": None,  # not pip-installable: a threestudio checkout (README)
+    "pytorch_lightning": None,
+}
+
+
+def missing_extra_message(command: str, error: ModuleNotFoundError) -> str:
+    """One line naming the missing package and how to install it."""
+    package = (error.name or "").split(".")[0]
+    extra = EXTRA_OF.get(package, "all")
+    if package in EXTRA_OF and extra is None:
+        return (
+            f"lmcsds {command} needs threestudio ({error}): run it inside a threestudio "
+            f"environment (README: set-up)"
+        )
+    return (
+        f"lmcsds {command} needs {package or error} ({error}): "
+        f"pip install 'threestudio-lmcsds[{extra}]'"
+    )
+
+
+def _unavailable(command: str, error: ModuleNotFoundError) -> Callable:
+    def run(args) -> None:
+        print(missing_extra_message(command, error), file=sys.stderr)
+        sys.exit(2)
+
+    return run
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add every registered module as a subcommand of ``lmcsds``."""
+    """Add every registered module as a subcommand of ``lmcsds``; a module whose optional
+    packages are not installed still appears, and says which extra to install when run."""
     for name, module_name, help_text in COMMANDS:
-        module = importlib.import_module(module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            p = add_subcommand(sub, name, f"{help_text} [not installed: {e.name}]")
+            p.set_defaults(func=_unavailable(name, e), unavailable=True)  # any flags accepted
+            continue
         p = add_subcommand(sub, name, help_text)
         module.add_arguments(p)
         p.set_defaults(func=module.run)
