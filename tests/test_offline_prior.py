@@ -140,3 +140,42 @@ def test_synthesis_seed_picks_the_noise(tmp_path):
         assert json.loads((tmp_path / name / "config.json").read_text())["seed"] == seed
     assert torch.equal(images["a"], images["b"])
     assert not torch.equal(images["a"], images["c"])
+
+
+def test_prompt_files_with_and_without_class_labels(tmp_path):
+    from lmcsds.evaluation.experiments import read_prompts
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("a photo of a hamburger\n\na zoomed out photo of a corgi\n")
+    assert read_prompts(str(plain)) == (
+        ["a photo of a hamburger", "a zoomed out photo of a corgi"],
+        None,
+    )
+    labelled = tmp_path / "labelled.txt"
+    labelled.write_text("9 | a sturdy leather boot\nDress | an evening gown\n")
+    assert read_prompts(str(labelled)) == (["a sturdy leather boot", "an evening gown"], [9, 3])
+    for text, message in (
+        ("9 | a boot\na dress\n", "has no 'LABEL | '"),
+        ("hat | a hat\n", "unknown class label 'hat'"),
+        ("10 | a boot\n", "unknown class label '10'"),
+        ("\n", "no prompts"),
+    ):
+        labelled.write_text(text)
+        with pytest.raises(ValueError, match=message):
+            read_prompts(str(labelled))
+
+
+@needs_fmnist
+def test_labelled_custom_prompts_are_scored_against_their_class(tmp_path):
+    """Another wording of class 9 (ankle boot): the classifier scores it against class 9."""
+    from lmcsds.evaluation.experiments import fashion_mnist_setup, synthesis
+    from lmcsds.evaluation.optimise import OptimConfig
+
+    setup = fashion_mnist_setup(
+        str(PRIOR), str(CORRECTIVE), str(CLASSIFIER), classes=[9], prompts=["an ankle boot"]
+    )
+    assert setup.prompts == ["an ankle boot"] and setup.labels == [9]
+    assert len(setup.real[0]) == 200  # real ankle boots, for the distribution metrics
+    cfg = OptimConfig(steps=2, decay_steps=2, whole_steps=2)
+    rows = synthesis(setup, tmp_path, ("lmc-sds",), (5.0,), 1, (False,), cfg)
+    assert 0.0 <= rows[0]["accuracy"] <= 1.0

@@ -16,7 +16,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import matplotlib
 
@@ -96,12 +96,17 @@ def fashion_mnist_setup(
     classifier_path=CLASSIFIER,
     classes: Sequence[int] = tuple(range(10)),
     real_per_class: int = 200,
+    prompts: Optional[List[str]] = None,
 ) -> Setup:
+    """The Fashion-MNIST prior scored per class; ``prompts`` (one per entry of ``classes``)
+    replace the class prompts, e.g. other wordings of the same classes."""
     from ..training.fashion_mnist import class_prompt, load_split
     from .classifier import load_classifier
 
     prior, corrective, normalization = _prior_and_corrective(prior_path, corrective_path)
-    prompts = [class_prompt(c) for c in classes]
+    if prompts is not None and len(prompts) != len(classes):
+        raise ValueError(f"{len(prompts)} prompts for {len(classes)} class labels")
+    prompts = list(prompts) if prompts is not None else [class_prompt(c) for c in classes]
     emb = encode_prompts(prior_path, prompts + [""])
     x, y = load_split("test")
     real = {i: x[y == c][:real_per_class] for i, c in enumerate(classes)}  # by prompt index
@@ -383,6 +388,38 @@ def editing(
     return rows
 
 
+def read_prompts(path: str) -> Tuple[List[str], Optional[List[int]]]:
+    """Prompts of a --prompts file, one per line, each optionally "LABEL | prompt" with LABEL a
+    Fashion-MNIST class (0-9 or its name); labels must be given on every line or on none."""
+    from ..training.fashion_mnist import CLASS_NAMES
+
+    names = {n: i for i, n in enumerate(CLASS_NAMES)}
+    lines = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    if not lines:
+        raise ValueError(f"--prompts {path}: no prompts in the file")
+    split = [line.split("|", 1) for line in lines]
+    labelled = [len(parts) == 2 for parts in split]
+    if not any(labelled):
+        return lines, None
+    if not all(labelled):
+        bad = lines[labelled.index(False)]
+        raise ValueError(f"--prompts {path}: line {bad!r} has no 'LABEL | ' while others do")
+    prompts, labels = [], []
+    for label, prompt in split:
+        label = label.strip().lower()
+        if label.isdigit() and int(label) < len(CLASS_NAMES):
+            labels.append(int(label))
+        elif label in names:
+            labels.append(names[label])
+        else:
+            raise ValueError(
+                f"--prompts {path}: unknown class label {label!r}; use 0-9 or one of "
+                f"{', '.join(CLASS_NAMES)}"
+            )
+        prompts.append(prompt.strip())
+    return prompts, labels
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("kind", choices=["synthesis", "edit"], help="which experiment")
     parser.add_argument("--out", required=True, help="output folder")
@@ -399,8 +436,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=None, help="> prior resolution: patches")
     parser.add_argument(
         "--prompts",
-        help="text file, one prompt per line: any prior, no "
-        "Fashion-MNIST references (e.g. DeepFloyd IF on a GPU)",
+        help="text file, one prompt per line: any prior (e.g. DeepFloyd IF on a GPU), scored "
+        "with CLIP where available; 'LABEL | prompt' lines (LABEL a Fashion-MNIST class, 0-9 or "
+        "its name) are scored like the class prompts, against that class",
     )
     parser.add_argument("--clip-weights", help="local open_clip ViT-B/16 weights (optional)")
 
@@ -410,8 +448,12 @@ def main(argv=None) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.prompts:
-        prompts = [p.strip() for p in Path(args.prompts).read_text().splitlines() if p.strip()]
+    prompts, labels = read_prompts(args.prompts) if args.prompts else (None, None)
+    if labels is not None:
+        setup = fashion_mnist_setup(
+            args.prior, args.corrective, args.classifier, labels, prompts=prompts
+        )
+    elif prompts is not None:
         setup = prompt_setup(args.prior, args.corrective, prompts, args.clip_weights)
     else:
         setup = fashion_mnist_setup(args.prior, args.corrective, args.classifier)
