@@ -30,7 +30,7 @@ setup(
     ],
     extras_require={
         # train-corrective, generate-triplets, report-corrective, train-prior
-        "train": ["lightning-fabric>=2.0", "tensorboard", "matplotlib"],
+        "train": ["pytorch-lightning>=2.0", "tensorboard", "matplotlib"],  # ships lightning_fabric
         # compare, bench3d, experiments, demo, term-bias, benchmarks
         "eval": ["matplotlib", "imageio", "omegaconf", "scikit-image", "scipy", "accelerate"],
         "dev": ["pytest", "black", "isort"],

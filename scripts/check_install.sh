@@ -28,7 +28,7 @@ grep -q "pip install 'threestudio-lmcsds\[eval\]'" "$VENV/extra.txt" ||
 
 "$VENV/bin/pip" install "${PIP[@]}" ".[train,eval,dev]"
 "$VENV/bin/pip" list --format=freeze 2>/dev/null |
-    grep -iE "^(torch|diffusers|transformers|huggingface.hub|tokenizers|lightning.fabric)=" |
+    grep -iE "^(torch|diffusers|transformers|huggingface.hub|tokenizers|pytorch.lightning)=" |
     tr '\n' ' '
 echo
 "$VENV/bin/python" - <<'PY'

@@ -43,7 +43,8 @@ if [ "${LINK_ONLY:-0}" != 1 ]; then
     [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
     echo "setup.sh: installing the pinned stack into $VENV (fast when already installed)"
     "$VENV/bin/pip" install --disable-pip-version-check -q -r "$ROOT/requirements.txt"
-    "$VENV/bin/pip" install --disable-pip-version-check -q --no-deps -e "$ROOT"
+    # this package with every extra: the pins above already satisfy them (nothing else changes)
+    "$VENV/bin/pip" install --disable-pip-version-check -q -e "$ROOT[train,eval,dev]"
     site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
     echo "$TS" >"$site/threestudio-checkout.pth" # makes `import threestudio` work in the venv
     # CPU mode start-up hook: acts only when LMCSDS_DEVICE is set (lmcsds/adapter/cpu_mode.py)
