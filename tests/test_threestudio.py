@@ -12,7 +12,7 @@ import torch
 from lmcsds.core import FixedNoise
 
 from .conftest import ROOT, THREESTUDIO_DIR
-from .reference import reference
+from .reference import reference, unet_eps
 
 pytestmark = pytest.mark.threestudio  # needs threestudio's pinned stack
 
@@ -263,13 +263,70 @@ def test_corrective_for_another_prior_is_refused(
         make_guidance(cpu_threestudio, other, tiny_corrective_path)
 
 
-def test_perp_neg_gets_a_clear_error(workdir, cpu_threestudio, tiny_if_dir, tiny_corrective_path):
-    guidance = make_guidance(cpu_threestudio, tiny_if_dir, tiny_corrective_path)
-    prompt_utils, batch = system_inputs(
-        cpu_threestudio, tiny_if_dir, batch_size=1, use_perp_neg=True
+@pytest.mark.parametrize("fixed", [False, True])
+def test_perp_neg_gradient_equals_the_formula(
+    workdir, cpu_threestudio, tiny_if_dir, tiny_corrective_path, tiny_prior, fixed
+):
+    """LMC-SDS with Perp-Neg prompts: g_cond becomes omega (e + sum_i w_i perp(e_i, e)),
+    written out here with threestudio's own perpendicular_component; g_lmc is unchanged."""
+    from threestudio.utils.ops import perpendicular_component
+
+    guidance = make_guidance(
+        cpu_threestudio, tiny_if_dir, tiny_corrective_path, fixed_noise=fixed, noise_seed=3
     )
-    with pytest.raises(NotImplementedError, match="use_perp_neg=false"):
-        guidance(torch.rand(1, 32, 32, 3), prompt_utils, **batch)
+    prompt_utils, batch = system_inputs(cpu_threestudio, tiny_if_dir, use_perp_neg=True)
+    batch["azimuth"] = torch.tensor([30.0, 120.0])  # front-side and side-back interpolation
+    batch["elevation"] = torch.tensor([10.0, 20.0])
+    rgb = torch.rand(2, 32, 32, 3, requires_grad=True)
+    torch.manual_seed(5)
+    out = guidance(rgb, prompt_utils, **batch)
+    out["loss_sds"].backward()
+
+    torch.manual_seed(5)
+    t = torch.randint(guidance.min_step, guidance.max_step + 1, [2])
+    eps = torch.randn(2, 3, 32, 32)
+    z = rgb.detach().permute(0, 3, 1, 2) * 2 - 1
+    eps_c = FixedNoise(3)(z) if fixed else eps
+    emb, w = prompt_utils.get_text_embeddings_perp_neg(
+        batch["elevation"], batch["azimuth"], batch["camera_distances"], True
+    )
+    assert (w != 0).all()  # both views get two weighted negatives
+    zt_c = tiny_prior.scheduler.add_noise(z, eps_c, t)
+    e_y, e_0 = unet_eps(tiny_prior, zt_c, t, emb[:2]), unet_eps(tiny_prior, zt_c, t, emb[2:4])
+    e_neg = unet_eps(tiny_prior, zt_c.repeat_interleave(2, 0), t.repeat_interleave(2), emb[4:])
+    e_pos = e_y - e_0
+    accum = sum(w[:, i].view(-1, 1, 1, 1) * perpendicular_component(e_neg[i::2] - e_0, e_pos)
+                for i in range(2))  # fmt: skip
+    plain = reference(tiny_prior, guidance.corrective, z, t, emb[:2], emb[2:4], eps, 8.0,
+                      eps_c=eps_c if fixed else None)  # fmt: skip
+    g = plain - e_pos + (e_pos + accum)  # swap g_cond / omega for Perp-Neg's (omega 8 cancels)
+    torch.testing.assert_close(rgb.grad.permute(0, 3, 1, 2), g, atol=1e-4, rtol=1e-4)
+
+
+def test_sds_with_perp_neg_equals_threestudios_builtin(workdir, cpu_threestudio, tmp_path):
+    """Where the two overlap: loss_type sds, w(t) = 1 - abar, no 1/omega, omega = the built-in's
+    Perp-Neg scale, on a 64-px prior (the built-in always works at 64 px)."""
+    from lmcsds.core.if_factory import IFShape, build_if_pipeline
+
+    from .conftest import TINY_PROMPTS
+
+    torch.manual_seed(0)
+    prior_dir = tmp_path / "if-64"
+    build_if_pipeline(TINY_PROMPTS * 4, IFShape(sample_size=64)).save_pretrained(prior_dir)
+    common = dict(pretrained_model_name_or_path=str(prior_dir), half_precision_weights=False)
+    builtin = cpu_threestudio.find("deep-floyd-guidance")(dict(common, guidance_scale=7.0))
+    ours = make_guidance(cpu_threestudio, prior_dir, tmp_path / "unused", loss_type="sds",
+                         guidance_scale=7.0, scale_by_omega=False, weighting_strategy="sds")  # fmt: skip
+    prompt_utils, batch = system_inputs(cpu_threestudio, prior_dir, size=64, use_perp_neg=True)
+    grads = []
+    for guidance in (builtin, ours):
+        # an NCHW-contiguous render: the built-in's randn_like then draws what randn draws
+        rgb = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+        rgb = rgb.permute(0, 2, 3, 1).requires_grad_()
+        torch.manual_seed(5)  # both draw t, then the noise
+        guidance(rgb, prompt_utils, **batch)["loss_sds"].backward()
+        grads.append(rgb.grad)
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-5, rtol=1e-4)
 
 
 def test_rejects_latents(workdir, cpu_threestudio, tiny_if_dir, tiny_corrective_path):

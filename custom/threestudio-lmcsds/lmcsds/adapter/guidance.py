@@ -131,24 +131,31 @@ class LMCSDSDeepFloydGuidance(BaseObject):
     ) -> dict:
         if rgb_as_latents:
             raise ValueError("DeepFloyd IF works in pixel space: rgb_as_latents must be False")
-        if prompt_utils.use_perp_neg:
-            raise NotImplementedError(
-                "lmc-sds-deep-floyd-guidance does not support Perp-Neg prompts; set "
-                "system.prompt_processor.use_perp_neg=false"
-            )
         batch_size, res = rgb.shape[0], self.prior.resolution
         z = rgb.permute(0, 3, 1, 2) * 2.0 - 1.0  # [0, 1] -> the prior's [-1, 1]
         z = F.interpolate(z, (res, res), mode="bilinear", align_corners=False)
         t = torch.randint(
             self.min_step, self.max_step + 1, [batch_size], dtype=torch.long, device=z.device
         )
-        emb_y, emb_0 = prompt_utils.get_text_embeddings(
-            elevation, azimuth, camera_distances, self.cfg.view_dependent_prompting
-        ).chunk(2)
+        perp_neg = None
+        if prompt_utils.use_perp_neg:  # rows: positive (B), unconditional (B), negatives (B K)
+            emb, neg_weights = prompt_utils.get_text_embeddings_perp_neg(
+                elevation, azimuth, camera_distances, self.cfg.view_dependent_prompting
+            )
+            emb_y, emb_0, emb_neg = (
+                emb[:batch_size],
+                emb[batch_size : 2 * batch_size],
+                emb[2 * batch_size :],
+            )
+            perp_neg = (emb_neg.unflatten(0, (batch_size, -1)), neg_weights)
+        else:
+            emb_y, emb_0 = prompt_utils.get_text_embeddings(
+                elevation, azimuth, camera_distances, self.cfg.view_dependent_prompting
+            ).chunk(2)
         eps = torch.randn(z.shape, device=z.device, dtype=z.dtype)  # drawn after t
         eps_cond = self.fixed_noise(z) if self.fixed_noise is not None else None
         out = lmc_sds_step(
-            self.prior, self.corrective, z, t, emb_y, emb_0, eps, self.step_cfg, eps_cond
+            self.prior, self.corrective, z, t, emb_y, emb_0, eps, self.step_cfg, eps_cond, perp_neg
         )
         g = torch.nan_to_num(out.g)
         if self.grad_clip_val is not None:

@@ -62,6 +62,26 @@ def g_cond(eps_y: Tensor, eps_0: Tensor, omega: float) -> Tensor:
     return omega * (eps_y - eps_0)
 
 
+def perpendicular(x: Tensor, y: Tensor) -> Tensor:
+    """The component of x perpendicular to y, per image (Perp-Neg's projection)."""
+    dot = (x * y).sum(dim=(1, 2, 3), keepdim=True)
+    return x - dot / (y * y).sum(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6) * y
+
+
+def g_cond_perp_neg(
+    eps_y: Tensor, eps_0: Tensor, eps_neg: Tensor, weights: Tensor, omega: float
+) -> Tensor:
+    """g_cond with Perp-Neg negative prompts (Armandpour et al. 2023, "Re-imagine the Negative
+    Prompt Algorithm"), as threestudio's deep-floyd-guidance forms it: omega (e + sum_i w_i
+    perp(eps_neg_i - eps_0, e)), e = eps_y - eps_0; eps_neg (B, K, C, H, W), weights (B, K)."""
+    e = eps_y - eps_0
+    negatives = sum(
+        weights[:, i].view(-1, 1, 1, 1) * perpendicular(eps_neg[:, i] - eps_0, e)
+        for i in range(eps_neg.shape[1])
+    )
+    return omega * (e + negatives)
+
+
 def g_proj(eps_0: Tensor, eps: Tensor) -> Tensor:
     """Projection term of the SDS split (Eq. 6); equals sqrt(abar/(1-abar)) (z - zhat_t) (Eq. 7)."""
     return eps_0 - eps

@@ -5,7 +5,7 @@ the threestudio guidance and the tests all run the same code.
 """
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -59,12 +59,15 @@ def lmc_sds_step(
     eps: Tensor,
     cfg: StepConfig,
     eps_cond: Optional[Tensor] = None,
+    perp_neg: Optional[Tuple[Tensor, Tensor]] = None,
 ) -> StepOutput:
     """Gradient on the image z (B, 3, H, W) at timesteps t (B,).
 
     ``eps`` is this step's fresh noise. ``eps_cond`` (fixed-epsilon mode) replaces it inside
     g_cond only; with ``loss_type="sds"`` or ``"cond"`` there is no separate term, so it
-    replaces it everywhere. Rows per image: 2, or 3 for LMC-SDS with ``eps_cond``.
+    replaces it everywhere. ``perp_neg``: (embeddings (B, K, L, D), weights (B, K)) of K
+    negative prompts per image, which turn g_cond into Perp-Neg's. Rows per image: 2, plus 1
+    for LMC-SDS with ``eps_cond``, plus K with ``perp_neg``; all in one UNet call.
     """
     if cfg.loss_type == "lmc-sds" and corrective is None:
         raise ValueError("loss_type 'lmc-sds' needs a corrective network")
@@ -77,11 +80,21 @@ def lmc_sds_step(
     if separate:
         zt_u = G.z_t(z, eps, abar)
         rows, ts, embs = rows + [zt_u], ts + [t], embs + [emb_0]
-    eps_all = prior.eps(torch.cat(rows), torch.cat(ts), torch.cat(embs)).chunk(len(rows))
+    if perp_neg is not None:  # image b's K negatives are rows b K .. b K + K - 1 of this block
+        emb_neg, k = perp_neg[0], perp_neg[0].shape[1]
+        rows += [zt_c.repeat_interleave(k, 0)]
+        ts += [t.repeat_interleave(k, 0)]
+        embs += [emb_neg.flatten(0, 1)]
+    sizes = [r.shape[0] for r in rows]
+    eps_all = prior.eps(torch.cat(rows), torch.cat(ts), torch.cat(embs)).split(sizes)
     eps_y, eps_0 = eps_all[0], eps_all[1]
     eps_0_u, zt_u = (eps_all[2], zt_u) if separate else (eps_0, zt_c)
 
-    g_c = G.g_cond(eps_y, eps_0, cfg.omega)
+    if perp_neg is None:
+        g_c = G.g_cond(eps_y, eps_0, cfg.omega)
+    else:
+        eps_neg = eps_all[-1].unflatten(0, (z.shape[0], k))
+        g_c = G.g_cond_perp_neg(eps_y, eps_0, eps_neg, perp_neg[1], cfg.omega)
     zhat = G.zhat_t(zt_u, eps_0_u, abar)
     b_hat = second = None
     if cfg.loss_type == "sds":
@@ -95,4 +108,4 @@ def lmc_sds_step(
     if cfg.scale_by_omega:
         g = g / cfg.omega
     g = G.weight(abar, cfg.weighting) * g
-    return StepOutput(g, g_c, second, zt_u, zhat, b_hat, len(rows))
+    return StepOutput(g, g_c, second, zt_u, zhat, b_hat, sum(sizes) // z.shape[0])
