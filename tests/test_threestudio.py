@@ -329,6 +329,100 @@ def test_sds_with_perp_neg_equals_threestudios_builtin(workdir, cpu_threestudio,
     torch.testing.assert_close(grads[1], grads[0], atol=1e-5, rtol=1e-4)
 
 
+def _draws(guidance, rgb):
+    """The t and eps a call drew after torch.manual_seed(5), and the image z it saw."""
+    torch.manual_seed(5)
+    t = torch.randint(guidance.min_step, guidance.max_step + 1, [rgb.shape[0]])
+    return t, torch.randn(rgb.shape[0], 3, 32, 32), rgb.detach().permute(0, 3, 1, 2) * 2 - 1
+
+
+def test_nfsd_and_csd_take_the_empty_prompt_and_a_negative(
+    workdir, cpu_threestudio, tiny_if_dir, tiny_prior, encode
+):
+    """nfsd: its own negative prompt (guidance option), eps_0 of the empty prompt although the
+    prompt processor has a negative prompt; csd: the processor's negative prompt, weighted by
+    a schedule. Both written out by hand (NFSD's delta_D + omega delta_C; CSD's coefficients)."""
+    prompt_utils, batch = system_inputs(cpu_threestudio, tiny_if_dir, negative_prompt="a bag")
+    emb_y = prompt_utils.get_text_embeddings(
+        batch["elevation"], batch["azimuth"], batch["camera_distances"], True
+    ).chunk(2)[0]
+    null, bag, blurry = encode([""] * 2), encode(["a bag"] * 2), encode(["blurry, dark"] * 2)
+    unused = workdir / "unused"
+    for loss, options in [
+        ("nfsd", dict(negative_prompt="blurry, dark")),
+        ("csd", dict(csd_negative_weight=[0, 0.0, 1.0, 10], grad_normalize=True)),
+    ]:
+        guidance = make_guidance(cpu_threestudio, tiny_if_dir, unused, loss_type=loss,
+                                 scale_by_omega=False, **options)  # fmt: skip
+        guidance.update_step(0, 5)  # csd's weight halfway: 0.5
+        rgb = torch.rand(2, 32, 32, 3, requires_grad=True)
+        torch.manual_seed(5)
+        out = guidance(rgb, prompt_utils, **batch)
+        out["loss_sds"].backward()
+        t, eps, z = _draws(guidance, rgb)
+        zt = tiny_prior.scheduler.add_noise(z, eps, t)
+        e_y, e_0 = unet_eps(tiny_prior, zt, t, emb_y), unet_eps(tiny_prior, zt, t, null)
+        if loss == "nfsd":
+            e_n = unet_eps(tiny_prior, zt, t, blurry)
+            small = (t < 200).view(-1, 1, 1, 1)
+            g = torch.where(small, e_0, e_0 - e_n) + 8.0 * (e_y - e_0)
+        else:
+            e_n = unet_eps(tiny_prior, zt, t, bag)
+            g = 8.0 * (1.0 * e_y - 0.5 * e_n - 0.5 * e_0)
+            g = g / g.norm()  # grad_normalize, over the batch as CSD's public guidance
+            assert out["grad_norm"].item() == pytest.approx(1.0, rel=1e-4)
+        torch.testing.assert_close(rgb.grad.permute(0, 3, 1, 2), g, atol=1e-4, rtol=1e-4)
+        assert out["unet_rows"] == 3.0
+
+
+def test_dds_needs_a_source_and_edits_it(workdir, cpu_threestudio, tiny_if_dir, tiny_prior, encode):
+    from PIL import Image
+
+    unused = workdir / "unused"
+    with pytest.raises(ValueError, match="dds_source_image"):
+        make_guidance(cpu_threestudio, tiny_if_dir, unused, loss_type="dds")
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        make_guidance(cpu_threestudio, tiny_if_dir, unused, loss_type="dds",
+                      dds_source_image="missing.png", dds_source_prompt="a bag")  # fmt: skip
+    pixels = (torch.rand(48, 48, 3, generator=torch.Generator().manual_seed(2)) * 255).byte()
+    Image.fromarray(pixels.numpy()).save(workdir / "source.png")
+    guidance = make_guidance(cpu_threestudio, tiny_if_dir, unused, loss_type="dds",
+                             dds_source_image="source.png", dds_source_prompt="a bag",
+                             scale_by_omega=False)  # fmt: skip
+    prompt_utils, batch = system_inputs(cpu_threestudio, tiny_if_dir)
+    emb_y, emb_0 = prompt_utils.get_text_embeddings(
+        batch["elevation"], batch["azimuth"], batch["camera_distances"], True
+    ).chunk(2)
+    rgb = torch.rand(2, 32, 32, 3, requires_grad=True)
+    torch.manual_seed(5)
+    out = guidance(rgb, prompt_utils, **batch)
+    out["loss_sds"].backward()
+    t, eps, z = _draws(guidance, rgb)
+    source = pixels.float().permute(2, 0, 1)[None] / 255 * 2 - 1
+    source = torch.nn.functional.interpolate(source, (32, 32), mode="bilinear", antialias=True)
+
+    def guided(image, emb):
+        zt = tiny_prior.scheduler.add_noise(image, eps, t)
+        e_0 = unet_eps(tiny_prior, zt, t, emb_0)
+        return e_0 + 8.0 * (unet_eps(tiny_prior, zt, t, emb) - e_0)
+
+    g = guided(z, emb_y) - guided(source.expand(2, -1, -1, -1), encode(["a bag"] * 2))
+    torch.testing.assert_close(rgb.grad.permute(0, 3, 1, 2), g, atol=1e-4, rtol=1e-4)
+    assert out["unet_rows"] == 4.0 and "g_source_norm" in out
+
+
+def test_ms_sds_reports_its_rows(workdir, cpu_threestudio, tiny_if_dir):
+    guidance = make_guidance(cpu_threestudio, tiny_if_dir, workdir / "unused",
+                             loss_type="ms-sds", ms_sds_steps=3)  # fmt: skip
+    prompt_utils, batch = system_inputs(cpu_threestudio, tiny_if_dir, use_perp_neg=True)
+    rgb = torch.rand(2, 32, 32, 3, requires_grad=True)
+    out = guidance(rgb, prompt_utils, **batch, guidance_eval=True)
+    out["loss_sds"].backward()
+    assert rgb.grad.abs().sum() > 0
+    assert out["unet_rows"] == 3 * (2 + 2)  # 3 steps of prompt, empty prompt, 2 negatives
+    assert "imgs_g_proj_multistep" in out["eval"]
+
+
 def test_rejects_latents(workdir, cpu_threestudio, tiny_if_dir, tiny_corrective_path):
     guidance = make_guidance(cpu_threestudio, tiny_if_dir, tiny_corrective_path)
     prompt_utils, batch = system_inputs(cpu_threestudio, tiny_if_dir, batch_size=1)

@@ -6,6 +6,7 @@ so ``dreamfusion-system`` and the other systems use it unchanged. The math lives
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 import threestudio
@@ -24,9 +25,28 @@ from ..core import (
     read_meta,
 )
 from ..core.compiled_unet import check_compile_mode
-from ..core.gradients import loss_from_grad
+from ..core.gradients import NFSD_NEGATIVE_PROMPT, loss_from_grad
 
 DEFAULT_CORRECTIVE = "load/lmcsds/correctives/IF-I-XL-v1.0.safetensors"
+SECOND_TERM = {  # name of each loss type's second term in logs and eval images
+    "lmc-sds": "g_lmc",
+    "sds": "g_proj",
+    "nfsd": "delta_d",
+    "dds": "g_source",
+    "ms-sds": "g_proj_multistep",
+    "csd": "g_negative",
+}
+
+
+def load_source_image(path: str) -> torch.Tensor:
+    """(1, 3, H, W) in the prior's range [-1, 1] from an image file (dds)."""
+    import numpy as np
+    from PIL import Image
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"dds_source_image: no image file at {path!r}")
+    rgb = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(rgb).permute(2, 0, 1)[None] * 2.0 - 1.0
 
 
 def _to_image(x: torch.Tensor, signed: bool = False) -> torch.Tensor:
@@ -44,7 +64,7 @@ class LMCSDSDeepFloydGuidance(BaseObject):
         # omega in the PAPER's convention: eps_0 + omega (eps_y - eps_0). threestudio's
         # deep-floyd-guidance uses eps_y + s (eps_y - eps_0), i.e. omega = s + 1.
         guidance_scale: float = 20.0
-        loss_type: str = "lmc-sds"  # lmc-sds | sds | cond
+        loss_type: str = "lmc-sds"  # lmc-sds | sds | cond | nfsd | dds | ms-sds | csd
         corrective_path: str = DEFAULT_CORRECTIVE
         # Eq. 10 statistics: null takes the corrective's own; global | per_channel | none
         corrective_normalization: Optional[str] = None
@@ -60,6 +80,16 @@ class LMCSDSDeepFloydGuidance(BaseObject):
         # torch.compile the prior's UNet: compiled once per run (the cost is logged), then faster
         compile_unet: bool = False
         compile_mode: str = "reduce-overhead"  # | default | max-autotune | cudagraphs
+        # baselines: nfsd and csd use the empty prompt as eps_0 and this negative prompt (null:
+        # the prompt processor's negative_prompt); dds edits dds_source_image described by
+        # dds_source_prompt; ms-sds denoises in ms_sds_steps DDIM steps
+        negative_prompt: Optional[str] = None
+        nfsd_t_small: int = 200
+        csd_negative_weight: Any = 0.0  # omega_2 / omega_1; schedulable
+        dds_source_image: Optional[str] = None
+        dds_source_prompt: Optional[str] = None
+        ms_sds_steps: int = 5
+        grad_normalize: bool = False  # divide the gradient by its norm (CSD's public configs)
         view_dependent_prompting: bool = True
         max_items_eval: int = 4
 
@@ -85,7 +115,11 @@ class LMCSDSDeepFloydGuidance(BaseObject):
             normalization=normalization or "global",
             scale_by_omega=cfg.scale_by_omega,
             weighting=cfg.weighting_strategy,
+            ms_steps=cfg.ms_sds_steps,
+            nfsd_t_small=cfg.nfsd_t_small,
+            csd_negative_weight=C(cfg.csd_negative_weight, 0, 0),
         )
+        self.configure_baseline_prompts()
         threestudio.info(f"Loading DeepFloyd IF stage I from {cfg.pretrained_model_name_or_path}")
         self.prior = IFPrior.from_pretrained(
             cfg.pretrained_model_name_or_path,
@@ -108,6 +142,35 @@ class LMCSDSDeepFloydGuidance(BaseObject):
         self.grad_clip_val: Optional[float] = None
         self.update_step(0, 0)
         threestudio.info(f"Loaded LMC-SDS guidance ({cfg.loss_type}, omega={cfg.guidance_scale})")
+
+    def configure_baseline_prompts(self) -> None:
+        """Embeddings (1, 77, d) of the prompts a baseline needs beyond threestudio's (the empty
+        prompt, a negative or source prompt) and the dds source image; encoded before the UNet
+        is loaded so the text encoder is freed first."""
+        cfg, loss = self.cfg, self.cfg.loss_type
+        self.emb_null = self.emb_neg = self.source = None
+        prompts = {}
+        if loss in ("nfsd", "csd"):
+            prompts["emb_null"] = ""
+            if cfg.negative_prompt is not None:
+                prompts["emb_neg"] = cfg.negative_prompt
+        if loss == "dds":
+            if cfg.dds_source_image is None or cfg.dds_source_prompt is None:
+                raise ValueError(
+                    "loss_type 'dds' edits a source: set system.guidance.dds_source_image (an "
+                    "image file) and system.guidance.dds_source_prompt (a caption of it); in "
+                    "text-to-3D without a reference image use another loss_type"
+                )
+            prompts["emb_src"] = cfg.dds_source_prompt
+        if prompts:
+            from .prompt_processor import cached_embeddings
+
+            embs = cached_embeddings(cfg.pretrained_model_name_or_path, list(prompts.values()))
+            for name, emb in zip(prompts, embs):
+                setattr(self, name, emb[None].to(self.device))
+        if loss == "dds":
+            self.source_image = load_source_image(cfg.dds_source_image)
+        self._warned_empty_negative = False
 
     def set_min_max_steps(self, min_step_percent: float, max_step_percent: float) -> None:
         if not 0.0 <= min_step_percent <= max_step_percent < 1.0:
@@ -154,13 +217,17 @@ class LMCSDSDeepFloydGuidance(BaseObject):
             ).chunk(2)
         eps = torch.randn(z.shape, device=z.device, dtype=z.dtype)  # drawn after t
         eps_cond = self.fixed_noise(z) if self.fixed_noise is not None else None
+        emb_0, emb_neg, source = self.baseline_inputs(emb_0, res)
         out = lmc_sds_step(
-            self.prior, self.corrective, z, t, emb_y, emb_0, eps, self.step_cfg, eps_cond, perp_neg
-        )
+            self.prior, self.corrective, z, t, emb_y, emb_0, eps, self.step_cfg, eps_cond,
+            perp_neg, emb_neg, source,
+        )  # fmt: skip
         g = torch.nan_to_num(out.g)
         if self.grad_clip_val is not None:
             g = g.clamp(-self.grad_clip_val, self.grad_clip_val)
-        second = {"lmc-sds": "g_lmc_norm", "sds": "g_proj_norm"}.get(self.cfg.loss_type)
+        if self.cfg.grad_normalize:
+            g = g / (g.norm() + 1e-8)
+        second = SECOND_TERM.get(self.cfg.loss_type)
         result = {
             "loss_sds": loss_from_grad(z, g),
             "grad_norm": g.norm(),
@@ -169,13 +236,37 @@ class LMCSDSDeepFloydGuidance(BaseObject):
             "max_step": float(self.max_step),
             "timestep": t.float(),
         }
-        if second is not None:
-            result[second] = out.g_second.norm()
+        if second is not None and out.g_second is not None:
+            result[f"{second}_norm"] = out.g_second.norm()
+        result["unet_rows"] = float(out.unet_rows)
         if self.prior.compiled is not None:  # stays at its first value once warmed up
             result["unet_compiles"] = float(self.prior.compiled.compiles)
         if guidance_eval:
             result["eval"] = self.eval_images(out, t, elevation, azimuth, camera_distances)
         return result
+
+    def baseline_inputs(self, emb_0: torch.Tensor, res: int):
+        """(emb_0, emb_neg, source) of lmc_sds_step for this step's loss type: nfsd and csd
+        take the empty prompt as eps_0 and the prompt processor's negative prompt as theirs
+        unless the guidance sets one; dds its source image and prompt."""
+        batch, loss = emb_0.shape[0], self.cfg.loss_type
+        if loss == "dds":
+            image = F.interpolate(self.source_image, (res, res), mode="bilinear", antialias=True)
+            return emb_0, None, (image.to(emb_0.device).expand(batch, -1, -1, -1),
+                                 self.emb_src.expand(batch, -1, -1))  # fmt: skip
+        if loss not in ("nfsd", "csd"):
+            return emb_0, None, None
+        emb_null = self.emb_null.to(emb_0).expand(batch, -1, -1)
+        emb_neg = emb_0 if self.emb_neg is None else self.emb_neg.to(emb_0).expand(batch, -1, -1)
+        if self.step_cfg.needs_negative and not self._warned_empty_negative:
+            if torch.equal(emb_neg, emb_null):
+                threestudio.warn(
+                    f"loss_type {loss} with an empty negative prompt: its negative term is zero."
+                    f" Set system.guidance.negative_prompt (NFSD's: {NFSD_NEGATIVE_PROMPT!r})"
+                    " or system.prompt_processor.negative_prompt"
+                )
+            self._warned_empty_negative = True
+        return emb_null, emb_neg, None
 
     @torch.no_grad()
     def eval_images(self, out, t, elevation, azimuth, camera_distances) -> dict:
@@ -190,7 +281,7 @@ class LMCSDSDeepFloydGuidance(BaseObject):
         if out.bhat is not None:
             images["imgs_bhat"] = _to_image(out.bhat[:n])
         if out.g_second is not None:
-            name = "imgs_g_lmc" if self.cfg.loss_type == "lmc-sds" else "imgs_g_proj"
+            name = f"imgs_{SECOND_TERM[self.cfg.loss_type]}"
             images[name] = _to_image(out.g_second[:n], signed=True)
         texts = [
             f"n{f:.02f}\ne{e.item():.01f}\na{a.item():.01f}\nc{c.item():.02f}"
@@ -205,3 +296,4 @@ class LMCSDSDeepFloydGuidance(BaseObject):
             C(self.cfg.min_step_percent, epoch, global_step),
             C(self.cfg.max_step_percent, epoch, global_step),
         )
+        self.step_cfg.csd_negative_weight = C(self.cfg.csd_negative_weight, epoch, global_step)

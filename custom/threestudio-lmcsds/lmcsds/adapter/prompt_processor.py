@@ -21,6 +21,8 @@ from threestudio.models.prompt_processors.deepfloyd_prompt_processor import (
 from ..core.text import encode_prompts
 from .cpu_mode import requested_device
 
+CACHE_DIR = ".threestudio_cache/text_embeddings"  # threestudio's prompt processors' cache
+
 
 def encode_to_cache(pretrained_model_name_or_path: str, prompts: List[str], cache_dir: str) -> None:
     """Encode ``prompts`` with the prior's T5 in float32 and save one cache file per prompt."""
@@ -29,6 +31,21 @@ def encode_to_cache(pretrained_model_name_or_path: str, prompts: List[str], cach
     for prompt, embedding in zip(prompts, embeddings):
         name = f"{hash_prompt(pretrained_model_name_or_path, prompt)}.pt"
         torch.save(embedding, os.path.join(cache_dir, name))
+
+
+def cached_embeddings(pretrained_model_name_or_path: str, prompts: List[str]) -> torch.Tensor:
+    """(N, 77, d) embeddings of ``prompts`` from threestudio's prompt cache, encoding (in
+    float32, as this processor) and caching the ones it lacks; e.g. the guidance's own prompts."""
+    os.makedirs(CACHE_DIR, exist_ok=True)
+
+    def path(prompt: str) -> str:
+        return os.path.join(CACHE_DIR, f"{hash_prompt(pretrained_model_name_or_path, prompt)}.pt")
+
+    missing = [p for p in dict.fromkeys(prompts) if not os.path.exists(path(p))]
+    if missing:
+        threestudio.info(f"Encoding {missing} with the prior's T5 into {CACHE_DIR}")
+        encode_to_cache(pretrained_model_name_or_path, missing, CACHE_DIR)
+    return torch.stack([torch.load(path(p), map_location="cpu") for p in prompts])
 
 
 @threestudio.register("lmcsds-deep-floyd-prompt-processor")

@@ -82,6 +82,44 @@ def g_cond_perp_neg(
     return omega * (e + negatives)
 
 
+# --- the baselines, each in this file's convention (gradient on z, w(t) and 1/omega applied by
+# the caller; eps_0 the empty prompt's prediction, omega the paper's guidance weight) --------
+
+NFSD_NEGATIVE_PROMPT = (
+    "unrealistic, blurry, low quality, out of focus, ugly, low contrast, dull, dark, "
+    "low-resolution, gloomy"
+)  # Katzir et al. 2023
+
+
+def delta_d(eps_0: Tensor, eps_neg: Tensor, t: Tensor, t_small: int = 200) -> Tensor:
+    """NFSD's domain direction (Katzir et al. 2023, "Noise-Free Score Distillation"):
+    eps_0 where t < t_small, eps_0 - eps_neg (negative prompt) elsewhere; NFSD = delta_D + g_cond.
+    """
+    small = (t < t_small).view(-1, 1, 1, 1).to(eps_0.device)
+    return torch.where(small, eps_0, eps_0 - eps_neg)
+
+
+def g_dds_source(eps_src_y: Tensor, eps_src_0: Tensor, eps_0: Tensor, omega: float) -> Tensor:
+    """DDS's source term (Hertz et al. 2023, "Delta Denoising Score"): eps_0 minus the
+    source's guided prediction eps^omega(zhat_t; y_src). DDS = g_cond + this: eps^omega(z_t; y)
+    - eps^omega(zhat_t; y_src), the same t and eps for both noisy images."""
+    return eps_0 - eps_omega(eps_src_y, eps_src_0, omega)
+
+
+def g_csd_negative(eps_neg: Tensor, eps_0: Tensor, omega: float, weight: float) -> Tensor:
+    """CSD's negative-prompt term (Yu et al. 2023, "Text-to-3D with Classifier Score
+    Distillation"): -omega weight (eps_neg - eps_0); CSD = g_cond + this, with weight =
+    omega_2 / omega_1 of the paper (omega = omega_1)."""
+    return -omega * weight * (eps_neg - eps_0)
+
+
+def g_ms_sds(zt: Tensor, x0: Tensor, eps: Tensor, abar: Tensor) -> Tensor:
+    """Multi-step SDS (Zhou & Tulsiani 2023, SparseFusion) in SDS's eps form: the
+    noise that maps the multi-step estimate x0 to zt, minus eps (= sqrt(abar / (1 - abar))
+    (z - x0)); with x0 the one-step guided estimate it is g_sds (Eq. 3)."""
+    return (zt - abar.sqrt() * x0) / (1 - abar).sqrt() - eps
+
+
 def g_proj(eps_0: Tensor, eps: Tensor) -> Tensor:
     """Projection term of the SDS split (Eq. 6); equals sqrt(abar/(1-abar)) (z - zhat_t) (Eq. 7)."""
     return eps_0 - eps

@@ -1,11 +1,13 @@
 """One guidance step: noise the image, query the prior once, combine the paper's terms.
 
+LMC-SDS and, through the same sampling, weighting and UNet call, the baselines it is compared
+with: SDS, NFSD, DDS, multi-step SDS (one UNet call per denoising step) and CSD.
 Threestudio-free and deterministic given ``t`` and the noise tensors, so the 2D experiments,
 the threestudio guidance and the tests all run the same code.
 """
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -14,18 +16,24 @@ from . import gradients as G
 from .corrective import CorrectiveUNet
 from .prior import IFPrior
 
-LOSS_TYPES = ("lmc-sds", "sds", "cond")
+LOSS_TYPES = ("lmc-sds", "sds", "cond", "nfsd", "dds", "ms-sds", "csd")
+Block = Tuple[Tensor, Tensor, Tensor]  # (noisy images, timesteps, text embeddings) of UNet rows
 
 
 @dataclass
 class StepConfig:
-    """How the total gradient is formed."""
+    """How the total gradient is formed: g_cond plus one second term per loss type."""
 
-    loss_type: str = "lmc-sds"  # lmc-sds: g_cond + g_lmc | sds: g_cond + g_proj | cond: g_cond
+    # lmc-sds: + g_lmc | sds: + g_proj | cond: nothing | nfsd: + delta_D | dds: + the source
+    # term | ms-sds: multi-step g_proj | csd: + the negative-prompt term (or nothing)
+    loss_type: str = "lmc-sds"
     omega: float = 20.0  # guidance weight, paper convention (threestudio's scale + 1)
     normalization: G.Normalization = "global"  # Eq. 10 statistics; must match the corrective
     scale_by_omega: bool = True  # divide the total by omega, as in the paper's experiments
     weighting: str = "uniform"  # w(t)
+    ms_steps: int = 5  # ms-sds: DDIM steps from t to 0 (the paper's comparison used 5)
+    nfsd_t_small: int = 200  # nfsd: delta_D is eps_0 alone below this t (NFSD's 200 of 1000)
+    csd_negative_weight: float = 0.0  # csd: omega_2 / omega_1, weight of the negative prompt
 
     def __post_init__(self) -> None:
         if self.loss_type not in LOSS_TYPES:
@@ -34,6 +42,17 @@ class StepConfig:
         if not self.omega > 0:
             raise ValueError(f"guidance weight omega must be > 0, got {self.omega}")
         G.weight(torch.ones(1), self.weighting)  # validates the name
+        if int(self.ms_steps) != self.ms_steps or self.ms_steps < 1:
+            raise ValueError(
+                f"ms_steps (denoising steps of ms-sds) must be >= 1, got {self.ms_steps}"
+            )
+
+    @property
+    def needs_negative(self) -> bool:
+        """Whether a step needs a negative prompt's prediction (nfsd; csd with a weight)."""
+        return self.loss_type == "nfsd" or (
+            self.loss_type == "csd" and self.csd_negative_weight != 0
+        )
 
 
 @dataclass
@@ -42,11 +61,65 @@ class StepOutput:
 
     g: Tensor  # total gradient w.r.t. z, after 1/omega and w(t)
     g_cond: Tensor
-    g_second: Optional[Tensor]  # g_lmc (lmc-sds), g_proj (sds) or None (cond)
+    g_second: Optional[Tensor]  # the loss type's second term; None for cond (and csd alone)
     zt: Tensor  # noisy image the unconditional x0 prediction was made from
     zhat: Tensor  # zhat_t
     bhat: Optional[Tensor]  # normalised corrective output (lmc-sds only)
-    unet_rows: int  # UNet rows evaluated per image
+    unet_rows: int  # UNet rows evaluated per image (all calls of the step)
+
+
+def _predict(prior: IFPrior, blocks: List[Block]) -> List[Tensor]:
+    """Noise predictions of all blocks in ONE UNet call, split back per block."""
+    sizes = [b[0].shape[0] for b in blocks]
+    eps = prior.eps(*(torch.cat([b[i] for b in blocks]) for i in range(3)))
+    return list(eps.split(sizes))
+
+
+def _cond_blocks(
+    zt: Tensor, t: Tensor, emb_y: Tensor, emb_0: Tensor, perp_neg: Optional[Tuple[Tensor, Tensor]]
+) -> List[Block]:
+    """Rows of g_cond: prompt, empty prompt, and image b's K Perp-Neg negatives at b K + i."""
+    blocks = [(zt, t, emb_y), (zt, t, emb_0)]
+    if perp_neg is not None:
+        k = perp_neg[0].shape[1]
+        blocks.append(
+            (zt.repeat_interleave(k, 0), t.repeat_interleave(k, 0), perp_neg[0].flatten(0, 1))
+        )
+    return blocks
+
+
+def _g_cond(eps: List[Tensor], perp_neg: Optional[Tuple[Tensor, Tensor]], omega: float) -> Tensor:
+    """g_cond (Eq. 6) or its Perp-Neg form from the predictions of ``_cond_blocks``."""
+    if perp_neg is None:
+        return G.g_cond(eps[0], eps[1], omega)
+    eps_neg = eps[2].unflatten(0, (eps[0].shape[0], -1))
+    return G.g_cond_perp_neg(eps[0], eps[1], eps_neg, perp_neg[1], omega)
+
+
+def multistep_x0(
+    prior: IFPrior,
+    zt: Tensor,
+    t: Tensor,
+    eps_guided: Tensor,
+    steps: int,
+    emb_y: Tensor,
+    emb_0: Tensor,
+    omega: float,
+    perp_neg: Optional[Tuple[Tensor, Tensor]] = None,
+) -> Tuple[Tensor, int]:
+    """x0 after ``steps`` deterministic DDIM steps (eta = 0) from (zt, t) at timesteps
+    round(t (steps - i) / steps), guided like g_cond; ``eps_guided`` is the first step's
+    prediction. Returns x0 and the UNet rows the later steps used."""
+    x, tau, e, rows = zt, t, eps_guided, 0
+    for i in range(1, steps):
+        x0 = G.zhat_t(x, e, prior.abar(tau))  # Eq. 7's estimate with the guided prediction
+        tau = torch.div(t * (steps - i) + steps // 2, steps, rounding_mode="floor")
+        x = G.z_t(x0, e, prior.abar(tau))  # DDIM: re-noise x0 with the predicted noise
+        blocks = _cond_blocks(x, tau, emb_y, emb_0, perp_neg)
+        eps = _predict(prior, blocks)
+        e = eps[1] + _g_cond(eps, perp_neg, omega)  # eps^omega (Eq. 4), Perp-Neg's if given
+        rows += sum(b[0].shape[0] for b in blocks)
+    return G.zhat_t(x, e, prior.abar(tau)), rows
 
 
 def lmc_sds_step(
@@ -60,52 +133,72 @@ def lmc_sds_step(
     cfg: StepConfig,
     eps_cond: Optional[Tensor] = None,
     perp_neg: Optional[Tuple[Tensor, Tensor]] = None,
+    emb_neg: Optional[Tensor] = None,
+    source: Optional[Tuple[Tensor, Tensor]] = None,
 ) -> StepOutput:
     """Gradient on the image z (B, 3, H, W) at timesteps t (B,).
 
     ``eps`` is this step's fresh noise. ``eps_cond`` (fixed-epsilon mode) replaces it inside
-    g_cond only; with ``loss_type="sds"`` or ``"cond"`` there is no separate term, so it
-    replaces it everywhere. ``perp_neg``: (embeddings (B, K, L, D), weights (B, K)) of K
-    negative prompts per image, which turn g_cond into Perp-Neg's. Rows per image: 2, plus 1
-    for LMC-SDS with ``eps_cond``, plus K with ``perp_neg``; all in one UNet call.
+    g_cond only; with the other loss types there is no separate term, so it replaces it
+    everywhere. ``perp_neg``: (embeddings (B, K, L, D), weights (B, K)) of K negative prompts
+    per image, which turn g_cond into Perp-Neg's. ``emb_neg`` (B, L, D): the negative prompt
+    of nfsd and csd. ``source``: (image (B, 3, H, W), prompt embeddings (B, L, D)) of dds.
+    Rows per image: 2, +1 for LMC-SDS with ``eps_cond``, +K with ``perp_neg``, +1 for a
+    negative prompt, +2 for dds, all in one UNet call; ms-sds adds (2 + K) per further step.
     """
-    if cfg.loss_type == "lmc-sds" and corrective is None:
+    loss = cfg.loss_type
+    if loss == "lmc-sds" and corrective is None:
         raise ValueError("loss_type 'lmc-sds' needs a corrective network")
+    if cfg.needs_negative and emb_neg is None:
+        raise ValueError(f"loss_type {loss!r} needs a negative prompt's embeddings (emb_neg)")
+    if loss == "dds" and source is None:
+        raise ValueError("loss_type 'dds' needs a source image and source prompt (source=...)")
     z = z.detach()
     abar = prior.abar(t)
-    separate = cfg.loss_type == "lmc-sds" and eps_cond is not None
+    separate = loss == "lmc-sds" and eps_cond is not None
     eps_c = eps if eps_cond is None else eps_cond
     zt_c = G.z_t(z, eps_c, abar)
-    rows, ts, embs = [zt_c, zt_c], [t, t], [emb_y, emb_0]
+    blocks = _cond_blocks(zt_c, t, emb_y, emb_0, perp_neg)
+    n_cond = len(blocks)
     if separate:
         zt_u = G.z_t(z, eps, abar)
-        rows, ts, embs = rows + [zt_u], ts + [t], embs + [emb_0]
-    if perp_neg is not None:  # image b's K negatives are rows b K .. b K + K - 1 of this block
-        emb_neg, k = perp_neg[0], perp_neg[0].shape[1]
-        rows += [zt_c.repeat_interleave(k, 0)]
-        ts += [t.repeat_interleave(k, 0)]
-        embs += [emb_neg.flatten(0, 1)]
-    sizes = [r.shape[0] for r in rows]
-    eps_all = prior.eps(torch.cat(rows), torch.cat(ts), torch.cat(embs)).split(sizes)
-    eps_y, eps_0 = eps_all[0], eps_all[1]
-    eps_0_u, zt_u = (eps_all[2], zt_u) if separate else (eps_0, zt_c)
+        blocks.append((zt_u, t, emb_0))
+    if cfg.needs_negative:
+        blocks.append((zt_c, t, emb_neg))
+    if loss == "dds":  # the source image noised with the same t and eps
+        zt_src = G.z_t(source[0].detach().to(z), eps_c, abar)
+        blocks += [(zt_src, t, source[1]), (zt_src, t, emb_0)]
+    predictions = _predict(prior, blocks)
+    rows = sum(b[0].shape[0] for b in blocks)
+    eps_0 = predictions[1]
+    g_c = _g_cond(predictions[:n_cond], perp_neg, cfg.omega)
+    extra = iter(predictions[n_cond:])
+    eps_0_u, zt_u = (next(extra), zt_u) if separate else (eps_0, zt_c)
+    eps_neg = next(extra) if cfg.needs_negative else None
 
-    if perp_neg is None:
-        g_c = G.g_cond(eps_y, eps_0, cfg.omega)
-    else:
-        eps_neg = eps_all[-1].unflatten(0, (z.shape[0], k))
-        g_c = G.g_cond_perp_neg(eps_y, eps_0, eps_neg, perp_neg[1], cfg.omega)
     zhat = G.zhat_t(zt_u, eps_0_u, abar)
     b_hat = second = None
-    if cfg.loss_type == "sds":
+    if loss == "sds":
         second = G.g_proj(eps_0, eps_c)
-    elif cfg.loss_type == "lmc-sds":
+    elif loss == "lmc-sds":
         with torch.no_grad():
             b = corrective(z.to(next(corrective.parameters()).dtype), t).float()
         b_hat = G.bhat(b, zhat, cfg.normalization, t)
         second = G.g_lmc(b_hat, zhat)
+    elif loss == "nfsd":
+        second = G.delta_d(eps_0, eps_neg, t, cfg.nfsd_t_small)
+    elif loss == "dds":
+        eps_src_y, eps_src_0 = next(extra), next(extra)
+        second = G.g_dds_source(eps_src_y, eps_src_0, eps_0, cfg.omega)
+    elif loss == "csd" and eps_neg is not None:
+        second = G.g_csd_negative(eps_neg, eps_0, cfg.omega, cfg.csd_negative_weight)
+    elif loss == "ms-sds":
+        x0, more = multistep_x0(
+            prior, zt_c, t, eps_0 + g_c, int(cfg.ms_steps), emb_y, emb_0, cfg.omega, perp_neg
+        )
+        second, rows = G.g_ms_sds(zt_c, x0, eps_c, abar) - g_c, rows + more
     g = g_c if second is None else g_c + second
     if cfg.scale_by_omega:
         g = g / cfg.omega
     g = G.weight(abar, cfg.weighting) * g
-    return StepOutput(g, g_c, second, zt_u, zhat, b_hat, sum(sizes) // z.shape[0])
+    return StepOutput(g, g_c, second, zt_u, zhat, b_hat, rows // z.shape[0])

@@ -1,0 +1,178 @@
+"""NFSD, DDS, multi-step SDS and CSD through ``lmc_sds_step``, each against its published
+formula written out by hand on the tiny prior (raw UNet calls, diffusers' DDIM scheduler)."""
+
+import pytest
+import torch
+from diffusers import DDIMScheduler
+
+from lmcsds.core import StepConfig, lmc_sds_step
+
+from .reference import CountingUNet, unet_eps
+
+OMEGA = 4.0
+
+
+@pytest.fixture
+def inputs(tiny_prior, encode):
+    gen = torch.Generator().manual_seed(5)
+    res = tiny_prior.resolution
+    z = torch.rand(2, 3, res, res, generator=gen) * 2 - 1
+    t = torch.tensor([100, 700])  # one on each side of NFSD's t = 200
+    emb_y = encode(["a photo of a sneaker", "a hamburger"])
+    emb_0 = encode(["", ""])
+    emb_neg = encode(["blurry, low quality"] * 2)
+    eps = torch.randn(2, 3, res, res, generator=gen)
+    return z, t, emb_y, emb_0, emb_neg, eps
+
+
+def step(prior, inputs, loss, **kwargs):
+    z, t, emb_y, emb_0, emb_neg, eps = inputs
+    options = {k: kwargs.pop(k) for k in ("ms_steps", "csd_negative_weight") if k in kwargs}
+    cfg = StepConfig(loss, OMEGA, scale_by_omega=False, **options)
+    return lmc_sds_step(prior, None, z, t, emb_y, emb_0, eps, cfg, emb_neg=emb_neg, **kwargs)
+
+
+def noisy(prior, x, eps, t):
+    return prior.scheduler.add_noise(x, eps, t)
+
+
+def test_nfsd_matches_published_formula(tiny_prior, inputs):
+    """Katzir et al.: w(t) (delta_D + s delta_C), delta_C = eps_y - eps_null, delta_D =
+    eps_null for t < 200 and eps_null - eps_neg otherwise."""
+    z, t, emb_y, emb_0, emb_neg, eps = inputs
+    zt = noisy(tiny_prior, z, eps, t)
+    ey, e0, en = (unet_eps(tiny_prior, zt, t, e) for e in (emb_y, emb_0, emb_neg))
+    expected = torch.stack(
+        [
+            (e0[0] if t[0] < 200 else e0[0] - en[0]) + OMEGA * (ey[0] - e0[0]),
+            (e0[1] if t[1] < 200 else e0[1] - en[1]) + OMEGA * (ey[1] - e0[1]),
+        ]
+    )
+    out = step(tiny_prior, inputs, "nfsd")
+    torch.testing.assert_close(out.g, expected, atol=1e-4, rtol=1e-4)
+    assert out.unet_rows == 3
+
+
+def test_dds_matches_published_formula(tiny_prior, inputs, encode):
+    """Hertz et al.: eps^w(z_t; y) - eps^w(zhat_t; y_src), both noised with the same t, eps."""
+    z, t, emb_y, emb_0, _, eps = inputs
+    source = torch.rand_like(z) * 2 - 1
+    emb_src = encode(["a photo of a t-shirt", "a photo of a bag"])
+    zt, zt_src = noisy(tiny_prior, z, eps, t), noisy(tiny_prior, source, eps, t)
+
+    def guided(x, emb):
+        e0 = unet_eps(tiny_prior, x, t, emb_0)
+        return e0 + OMEGA * (unet_eps(tiny_prior, x, t, emb) - e0)
+
+    out = step(tiny_prior, inputs, "dds", source=(source, emb_src))
+    torch.testing.assert_close(
+        out.g, guided(zt, emb_y) - guided(zt_src, emb_src), atol=1e-4, rtol=1e-4
+    )
+    assert out.unet_rows == 4
+    # editing nothing: the source image under its own prompt has zero gradient
+    same = step(tiny_prior, inputs, "dds", source=(z, emb_y))
+    assert same.g.abs().max() < 1e-5
+
+
+def test_ms_sds_one_step_is_sds(tiny_prior, inputs):
+    ms = step(tiny_prior, inputs, "ms-sds", ms_steps=1)
+    sds = step(tiny_prior, inputs, "sds")
+    torch.testing.assert_close(ms.g, sds.g, atol=1e-4, rtol=1e-4)
+    assert ms.unet_rows == 2
+
+
+@pytest.mark.parametrize("t0", [500, 250])
+def test_ms_sds_matches_diffusers_ddim(tiny_prior, inputs, t0):
+    """SparseFusion's multi-step SDS: x0 after 5 DDIM steps (diffusers' DDIMScheduler, eta 0,
+    guided eps), gradient sqrt(abar / (1 - abar)) (z - x0)."""
+    z, _, emb_y, emb_0, emb_neg, eps = inputs
+    t = torch.tensor([t0, t0])
+    inputs = (z, t, emb_y, emb_0, emb_neg, eps)
+    ddim = DDIMScheduler.from_config(
+        tiny_prior.scheduler.config, clip_sample=False, thresholding=False
+    )
+    ddim.set_timesteps(1000 // (t0 // 5))  # 1000 / n = t0 / 5: steps t0, 4 t0 / 5, ...
+    x = noisy(tiny_prior, z, eps, t)
+    for tau in [t0 * (5 - i) // 5 for i in range(5)]:
+        tt = torch.tensor([tau, tau])
+        e0 = unet_eps(tiny_prior, x, tt, emb_0)
+        e = e0 + OMEGA * (unet_eps(tiny_prior, x, tt, emb_y) - e0)
+        result = ddim.step(e, tau, x, eta=0.0)
+        x, x0 = result.prev_sample, result.pred_original_sample
+    a = tiny_prior.scheduler.alphas_cumprod[t0]
+    expected = (a / (1 - a)) ** 0.5 * (z - x0)
+    out = step(tiny_prior, inputs, "ms-sds", ms_steps=5)
+    torch.testing.assert_close(out.g, expected, atol=1e-3, rtol=1e-3)
+    assert out.unet_rows == 10
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.5])
+def test_csd_matches_public_coefficients(tiny_prior, inputs, weight):
+    """Yu et al.'s DeepFloyd guidance: cond_scale eps_y + uncond_scale eps_neg + null_scale
+    eps_null with (1, -lambda, lambda - 1), i.e. (eps_y - eps_null) - lambda (eps_neg -
+    eps_null); our omega is their omega_1 (1 here after dividing)."""
+    z, t, emb_y, emb_0, emb_neg, eps = inputs
+    zt = noisy(tiny_prior, z, eps, t)
+    ey, e0, en = (unet_eps(tiny_prior, zt, t, e) for e in (emb_y, emb_0, emb_neg))
+    expected = 1.0 * ey + (-weight) * en + (weight - 1.0) * e0
+    out = step(tiny_prior, inputs, "csd", csd_negative_weight=weight)
+    torch.testing.assert_close(out.g / OMEGA, expected, atol=1e-4, rtol=1e-4)
+    assert out.unet_rows == (3 if weight else 2)  # no negative row without its weight
+
+
+def _perp(x, y):
+    """x minus its projection on y, per image (written out, not lmcsds.core's)."""
+    coef = (x * y).flatten(1).sum(1) / (y * y).flatten(1).sum(1)
+    return x - coef.view(-1, 1, 1, 1) * y
+
+
+@pytest.mark.parametrize("loss", ["nfsd", "dds", "csd", "ms-sds"])
+def test_perp_neg_adds_the_same_term_to_every_loss(tiny_prior, inputs, encode, loss):
+    """With Perp-Neg, g_cond gains omega sum_i w_i perp(eps_neg_i - eps_0, eps_y - eps_0)
+    and nothing else changes (ms-sds with one step, where it equals SDS)."""
+    z, t, emb_y, emb_0, _, eps = inputs
+    negs = torch.stack([encode(["a side view", "a back view"])] * 2)  # (B, K=2, L, D)
+    weights = torch.tensor([[0.5, -0.2], [1.0, 0.3]])
+    kwargs = dict(ms_steps=1, csd_negative_weight=0.5)
+    if loss == "dds":
+        kwargs["source"] = (torch.zeros_like(z), encode(["a bag", "a bag"]))
+    kwargs = {k: v for k, v in kwargs.items() if k == "source" or loss in ("ms-sds", "csd")}
+    plain = step(tiny_prior, inputs, loss, **kwargs)
+    perp = step(tiny_prior, inputs, loss, perp_neg=(negs, weights), **kwargs)
+    zt = noisy(tiny_prior, z, eps, t)
+    ey, e0 = unet_eps(tiny_prior, zt, t, emb_y), unet_eps(tiny_prior, zt, t, emb_0)
+    term = sum(
+        weights[:, i].view(-1, 1, 1, 1)
+        * _perp(unet_eps(tiny_prior, zt, t, negs[:, i]) - e0, ey - e0)
+        for i in range(2)
+    )
+    torch.testing.assert_close(perp.g - plain.g, OMEGA * term, atol=1e-4, rtol=1e-4)
+    assert perp.unet_rows == plain.unet_rows + 2
+
+
+@pytest.mark.parametrize(
+    "loss,kwargs,calls",
+    [
+        ("nfsd", {}, [6]),
+        ("csd", {"csd_negative_weight": 1.0}, [6]),
+        ("ms-sds", {"ms_steps": 5}, [4] * 5),
+    ],
+)
+def test_unet_calls(tiny_prior, inputs, loss, kwargs, calls):
+    counting = CountingUNet(tiny_prior.unet)
+    real, tiny_prior.unet = tiny_prior.unet, counting
+    try:
+        step(tiny_prior, inputs, loss, **kwargs)
+    finally:
+        tiny_prior.unet = real
+    assert counting.rows == calls  # batch 2: one call, or one per denoising step
+
+
+def test_baselines_refuse_missing_inputs(tiny_prior, inputs):
+    z, t, emb_y, emb_0, _, eps = inputs
+    with pytest.raises(ValueError, match="negative prompt"):
+        lmc_sds_step(tiny_prior, None, z, t, emb_y, emb_0, eps, StepConfig("nfsd"))
+    with pytest.raises(ValueError, match="source image"):
+        lmc_sds_step(tiny_prior, None, z, t, emb_y, emb_0, eps, StepConfig("dds"))
+    with pytest.raises(ValueError, match="ms_steps"):
+        StepConfig("ms-sds", ms_steps=0)
