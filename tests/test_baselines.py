@@ -176,3 +176,25 @@ def test_baselines_refuse_missing_inputs(tiny_prior, inputs):
         lmc_sds_step(tiny_prior, None, z, t, emb_y, emb_0, eps, StepConfig("dds"))
     with pytest.raises(ValueError, match="ms_steps"):
         StepConfig("ms-sds", ms_steps=0)
+
+
+def test_dds_editing_crops_the_source_like_the_image(tiny_prior, encode, monkeypatch):
+    """2D editing with patches: every step crops (and first downscales) the source exactly as
+    the image; checked on the step's inputs with lr 0 (the image stays the source)."""
+    from lmcsds.evaluation import optimise as O
+
+    seen = []
+
+    def spy(prior, corrective, z, *args, source=None, **kwargs):
+        seen.append((z.shape[-1], torch.equal(z, source[0])))
+        return lmc_sds_step(prior, corrective, z, *args, source=source, **kwargs)
+
+    monkeypatch.setattr(O, "lmc_sds_step", spy)
+    init = torch.rand(2, 3, 48, 48, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    emb_y, emb_0 = encode(["a sneaker", "a bag"]), encode([""])
+    cfg = O.OptimConfig(steps=4, whole_steps=2, lr=0.0, lr_end=0.0)
+    stats = {}
+    O.optimise(tiny_prior, None, init, emb_y, emb_0, StepConfig("dds", 5.0), cfg,
+               source=(init, encode(["a bag", "a sneaker"])), stats=stats)  # fmt: skip
+    assert seen == [(32, True)] * 4  # 2 downscaled steps, then 2 of patches
+    assert stats["unet_rows"] == 4

@@ -112,8 +112,32 @@ def test_bench_runs_per_seed_count():
     guidance = {"pretrained_model_name_or_path": "p", "loss_type": "lmc-sds"}
     one, three = guidance_runs(guidance, fixed_seeds=2), guidance_runs(guidance, 2, seeds=3)
     others = [r for r in one if r.spec.label != FIXED_EPS]
-    assert len(others) == 6 and {r.seed for r in others} == {0}
-    assert len(three) == 6 * 3 + 2
+    assert len(others) == 10 and {r.seed for r in others} == {0}
+    assert len(three) == 10 * 3 + 2
     assert sorted(r.name for r in three if r.spec.label == "lmc-sds-w10") == [
         "lmc-sds-w10-s0", "lmc-sds-w10-s1", "lmc-sds-w10-s2"]  # fmt: skip
     assert [r.seed for r in three if r.spec.label == FIXED_EPS] == [0, 1]
+
+
+def test_bench_baseline_runs_use_their_published_settings(tmp_path):
+    """NFSD at omega 7.5 with its negative prompt; CSD's negative weight annealed over the
+    first half of the run; Perp-Neg switched on in the prompt processor of its run only."""
+    from omegaconf import OmegaConf
+
+    from lmcsds.core.gradients import NFSD_NEGATIVE_PROMPT
+    from lmcsds.evaluation.bench3d import guidance_runs
+    from lmcsds.evaluation.compare import write_config
+
+    guidance = {"pretrained_model_name_or_path": "p", "loss_type": "lmc-sds"}
+    specs = {r.spec.label: r.spec for r in guidance_runs(guidance, 0, steps=400)}
+    assert specs["nfsd-w7.5"].guidance["negative_prompt"] == NFSD_NEGATIVE_PROMPT
+    assert specs["nfsd-w7.5"].guidance["guidance_scale"] == 7.5
+    assert specs["csd-w10"].guidance["csd_negative_weight"] == [0, 0.0, 1.0, 200]
+    assert specs["ms-sds-w21"].guidance["ms_sds_steps"] == 5
+    base = tmp_path / "base.yaml"
+    OmegaConf.save({"system": {"prompt_processor": {"prompt": "x", "use_perp_neg": False},
+                               "guidance_type": "g", "guidance": {}}}, base)  # fmt: skip
+    perp = OmegaConf.load(write_config(base, specs["lmc-sds-w10-perpneg"], tmp_path / "a.yaml"))
+    plain = OmegaConf.load(write_config(base, specs["lmc-sds-w10"], tmp_path / "b.yaml"))
+    assert perp.system.prompt_processor.use_perp_neg and perp.system.prompt_processor.prompt == "x"
+    assert not plain.system.prompt_processor.use_perp_neg

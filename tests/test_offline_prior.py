@@ -78,12 +78,15 @@ def test_experiment_runner_few_steps(tmp_path):
     rows = editing(
         setup,
         tmp_path / "edit",
-        ("lmc-sds",),
+        ("lmc-sds", "dds", "nfsd", "csd", "ms-sds"),
         l2_weights=(0.1,),
         per_class=1,
         cfg=OptimConfig(steps=2, whole_steps=1),
     )
     assert rows[0]["feature_distance_to_source"] >= 0
+    assert [r["unet_rows"] for r in rows] == [2, 4, 3, 2, 10]  # csd: no negative weight
+    with pytest.raises(ValueError, match="experiments edit"):
+        synthesis(setup, tmp_path / "dds", ("dds",), (5.0,), 1)
 
 
 @needs_fmnist

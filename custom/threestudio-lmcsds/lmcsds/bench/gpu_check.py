@@ -85,8 +85,11 @@ def build_prior(shape: str, device: torch.device):
     return IFPrior(unet, if_scheduler(), f"IF-I-XL-v1.0-random-{shape}")
 
 
-def guidance_variants(prior, corrective, batch: int) -> Dict[str, Callable[[int], torch.Tensor]]:
-    """name -> fn(seed) running one guidance call (forward + backward); returns d loss / d render."""
+def guidance_variants(
+    prior, corrective, batch: int, loss_types: bool = False
+) -> Dict[str, Callable[[int], torch.Tensor]]:
+    """name -> fn(seed) running one guidance call (forward + backward); returns d loss / d render.
+    The built-in formula and LMC-SDS, or with ``loss_types`` every loss type (the baselines)."""
     import torch.nn.functional as F
 
     from ..core import StepConfig, lmc_sds_step
@@ -98,19 +101,23 @@ def guidance_variants(prior, corrective, batch: int) -> Dict[str, Callable[[int]
     emb_y, emb_0 = (torch.randn(batch, 77, width, device=device, generator=gen) for _ in "yo")
     eps_fixed = torch.randn(batch, 3, res, res, device=device, generator=gen)
     configs = {  # built-in: eps_0 + omega (eps_y - eps_0) - eps, times 1 - abar; omega = s + 1
-        "builtin_sds_math": (StepConfig("sds", 20.0, scale_by_omega=False, weighting="sds"), None),
-        "lmc_sds_shared": (StepConfig("lmc-sds", 20.0, "global<700"), None),
-        "lmc_sds_fixed": (StepConfig("lmc-sds", 20.0, "global<700"), eps_fixed),
+        "builtin_sds_math": (StepConfig("sds", 20.0, scale_by_omega=False, weighting="sds"), {}),
+        "lmc_sds_shared": (StepConfig("lmc-sds", 20.0, "global<700"), {}),
+        "lmc_sds_fixed": (StepConfig("lmc-sds", 20.0, "global<700"), {"eps_cond": eps_fixed}),
     }
+    if loss_types:
+        from .guidance import loss_type_cases
 
-    def variant(cfg, eps_cond) -> Callable[[int], torch.Tensor]:
+        configs = loss_type_cases(batch, res, width, device, gen)
+
+    def variant(cfg, kwargs) -> Callable[[int], torch.Tensor]:
         def call(seed: int) -> torch.Tensor:
             g = torch.Generator(device=device).manual_seed(seed)
             rgb = torch.rand(batch, res, res, 3, device=device, generator=g).requires_grad_()
             z = F.interpolate(rgb.permute(0, 3, 1, 2) * 2 - 1, (res, res), mode="bilinear")
             t = torch.randint(20, 981, (batch,), device=device, generator=g)
             eps = torch.randn(z.shape, device=device, generator=g)
-            out = lmc_sds_step(prior, corrective, z, t, emb_y, emb_0, eps, cfg, eps_cond)
+            out = lmc_sds_step(prior, corrective, z, t, emb_y, emb_0, eps, cfg, **kwargs)
             loss_from_grad(z, out.g).backward()
             return rgb.grad
 
@@ -275,6 +282,46 @@ def threestudio_step(args, device: torch.device, budget: Budget) -> dict:
     return {"seconds_per_step": (wall[60] - wall[10]) / 50, "wall_s": wall}
 
 
+def loss_type_timings(prior, corrective, args, budget: Budget) -> dict:
+    """Every loss type, eager, batch 1, interleaved: ms per call, ratio to sds, UNet rows."""
+    if not budget.allows(60):
+        return {"skipped": f"budget: {budget.left():.0f} s left"}
+    from ..core.lmc_sds import lmc_sds_step
+
+    fns = guidance_variants(prior, corrective, batch=1, loss_types=True)
+    rows = {}
+    for name, fn in fns.items():  # one call each also checks that it runs
+        grad = fn(0)
+        rows[name] = bool(torch.isfinite(grad).all())
+    seconds = time_variants(fns, args.repeats, args.warmup)
+    from .guidance import loss_type_cases
+
+    res, width = prior.resolution, prior.unet.config.encoder_hid_dim
+    cases = loss_type_cases(1, res, width, prior.device)
+    z = torch.zeros(1, 3, res, res, device=prior.device)
+    t = torch.tensor([500], device=prior.device)
+    emb = torch.zeros(1, 77, width, device=prior.device)
+    unet_rows = {n: lmc_sds_step(prior, corrective, z, t, emb, emb, z, c, **kw).unet_rows
+                 for n, (c, kw) in cases.items()}  # fmt: skip
+    return {
+        "seconds_per_call": seconds,
+        "ratio_to_sds": {k: v / seconds["sds"] for k, v in seconds.items()},
+        "unet_rows_per_image": unet_rows,
+        "grad_finite": rows,
+    }
+
+
+def print_loss_types(report: dict) -> None:
+    section = report.get("loss_types_eager")
+    if not isinstance(section, dict) or "seconds_per_call" not in section:
+        print(f"loss types: {section}")
+        return
+    print("\nEvery loss type, eager, batch 1 (forward + backward to the render):")
+    for name, sec in section["seconds_per_call"].items():
+        print(f"  {name:24s} {sec * 1e3:8.2f} ms   x{section['ratio_to_sds'][name]:.2f} of sds"
+              f"   {section['unet_rows_per_image'][name]} UNet rows")  # fmt: skip
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="bench-results/gpu-check.json", help="JSON written here")
     parser.add_argument("--budget-s", type=float, default=330.0,
@@ -294,6 +341,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corrective-batch", type=int, default=128, help="corrective batch")
     parser.add_argument("--threestudio", default="build/threestudio",
                         help="threestudio checkout for the 3D step (skipped where it fails)")  # fmt: skip
+    parser.add_argument("--loss-types", action="store_true",
+                        help="also time every loss type (the baselines) eager")  # fmt: skip
+    parser.add_argument("--only-loss-types", action="store_true",
+                        help="time every loss type and stop (a short run)")  # fmt: skip
     parser.add_argument("--hide-modules", nargs="*", default=[],
                         help="modules made unimportable first (e.g. transformers jax flax "
                              "onnxruntime beside a carried diffusers 0.19)")  # fmt: skip
@@ -329,6 +380,11 @@ def run(args: argparse.Namespace) -> dict:
     report.put("build_seconds", time.perf_counter() - start)
     print(f"built {args.shape} prior in {report['build_seconds']:.1f} s", flush=True)
 
+    if args.loss_types or args.only_loss_types:
+        report.put("loss_types_eager", loss_type_timings(prior, corrective, args, budget))
+        print_loss_types(report)
+        if args.only_loss_types:
+            return report
     fns = guidance_variants(prior, corrective, batch=1)
     eager_grads = {name: fn(0).clone() for name, fn in fns.items()}
     eager = {"seconds_per_call": time_variants(fns, args.repeats, args.warmup)}

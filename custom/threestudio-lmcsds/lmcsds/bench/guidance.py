@@ -166,6 +166,30 @@ def guidance_timings(
     return result
 
 
+def loss_type_cases(batch: int, res: int, width: int, device, gen=None) -> Dict[str, tuple]:
+    """name -> (StepConfig, extra lmc_sds_step kwargs) of every loss type at its default
+    settings (omega 20), for cost tables: the inputs each needs beyond the prompt pair."""
+
+    def randn(*shape):
+        return torch.randn(*shape, device=device, generator=gen)
+
+    emb = lambda n=batch: randn(n, IF_TEXT_TOKENS, width)  # noqa: E731
+    negative = {"emb_neg": emb()}
+    perp = {"perp_neg": (emb(2 * batch).unflatten(0, (batch, 2)), randn(batch, 2))}
+    return {
+        "sds": (StepConfig("sds", 20.0), {}),
+        "cond": (StepConfig("cond", 20.0), {}),
+        "lmc-sds": (StepConfig("lmc-sds", 20.0), {}),
+        "lmc-sds fixed eps": (StepConfig("lmc-sds", 20.0), {"eps_cond": randn(batch, 3, res, res)}),
+        "lmc-sds perp-neg (K=2)": (StepConfig("lmc-sds", 20.0), perp),
+        "nfsd": (StepConfig("nfsd", 20.0), negative),
+        "dds": (StepConfig("dds", 20.0), {"source": (randn(batch, 3, res, res), emb())}),
+        "ms-sds (5 steps)": (StepConfig("ms-sds", 20.0), {}),
+        "csd": (StepConfig("csd", 20.0), {}),
+        "csd negative prompt": (StepConfig("csd", 20.0, csd_negative_weight=0.5), negative),
+    }
+
+
 def full_size_flops(batch: int) -> dict:
     """FLOPs of one guidance step with IF-I-XL's UNet and the paper's corrective (meta device)."""
     from accelerate import init_empty_weights
@@ -190,6 +214,11 @@ def full_size_flops(batch: int) -> dict:
             prior, corrective, z, t, emb, emb, z, StepConfig(), eps_cond=z if fixed else None
         )
 
+    cases = loss_type_cases(batch, 64, 4096, "meta")
+    per_loss = {
+        name: count(lambda: lmc_sds_step(prior, corrective, z, t, emb, emb, z, cfg, **kw))
+        for name, (cfg, kw) in cases.items()
+    }
     flops = {
         # threestudio's deep-floyd-guidance: one UNet call on [z_t; z_t] with [y; empty]
         "builtin_sds": count(
@@ -208,7 +237,9 @@ def full_size_flops(batch: int) -> dict:
         "unet_parameters": sum(p.numel() for p in unet.parameters()),
         "corrective_parameters": sum(p.numel() for p in corrective.parameters()),
         "targets": {"lmc_sds_shared": 1.05, "lmc_sds_fixed": 1.5},
-    }
+        "loss_types": {name: {"tflops": f / 1e12, "ratio_to_sds": f / per_loss["sds"]}
+                       for name, f in per_loss.items()},
+    }  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -286,6 +317,9 @@ def print_report(report: dict) -> None:
             )
         print(f"  {name:18s} {f / 1e12:9.4f} TFLOP{extra}")
     print(f"  UNet rows per image: {flops['unet_rows_per_image']}")
+    print("\nEvery loss type (omega 20, batch 1), IF-I-XL + corrective, FLOPs per step:")
+    for name, f in flops["loss_types"].items():
+        print(f"  {name:24s} {f['tflops']:9.4f} TFLOP   x{f['ratio_to_sds']:.3f} of sds")
     gpu = report["if_i_xl_gpu"]
     if isinstance(gpu, dict):
         print("\nIF-I-XL architecture on GPU (random fp16 weights):")

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..core.gradients import NFSD_NEGATIVE_PROMPT
 from ..priors.cameras import VIEWS, orbit_cameras, view_index
 from ..priors.objects3d import ASYMMETRIC, ObjectSpec, parse_caption, sdf
 from ..priors.objects_data import HELD_OUT
@@ -62,6 +63,7 @@ PROMPTS = [  # primitives, asymmetric objects, and captions never used in traini
     ObjectSpec("mug", "red", "checkered"),  # held out
 ]
 QUICK_PROMPTS = [ObjectSpec("cube", "red", "plain"), ObjectSpec("mug", "green", "striped")]
+CSD_NEGATIVE_PROMPT = "oversaturated color, ugly, tiling, low quality, noisy"  # its IF config
 QUICK_GUIDANCES = ["sds-builtin", "sds-w21", "lmc-sds-w20"]
 FIXED_EPS = "lmc-sds-fixed-w20"
 # A point is occupied where 0.1 world units of its density (the objects' thinnest parts: the
@@ -81,11 +83,19 @@ class BenchRun:
 
 
 def guidance_runs(
-    guidance: dict, fixed_seeds: int = 3, fixed_omega: float = 20.0, seeds: int = 1
+    guidance: dict,
+    fixed_seeds: int = 3,
+    fixed_omega: float = 20.0,
+    seeds: int = 1,
+    steps: int = 400,
 ) -> List[BenchRun]:
     """Built-in SDS at its default scale and at DreamFusion's 100 (64 px renders), SDS at the
     prior's resolution with the same two weights, LMC-SDS at omega 10 and 20 (each over
-    ``seeds`` seeds), and LMC-SDS with fixed eps over ``fixed_seeds`` seeds. ``guidance`` is the
+    ``seeds`` seeds), and LMC-SDS with fixed eps over ``fixed_seeds`` seeds; then the
+    baselines at their published settings: NFSD (omega 7.5, its negative prompt), multi-step
+    SDS (5 steps, omega 21), CSD (omega 10, the public DeepFloyd config's negative prompt with
+    its weight annealed 0 -> 1 over the first half of ``steps``), and LMC-SDS omega 10 with
+    Perp-Neg prompts. DDS needs a source image, which text-to-3D has not. ``guidance`` is the
     base config's guidance section."""
     shared = {k: guidance[k] for k in ("pretrained_model_name_or_path", "half_precision_weights",
                                        "min_step_percent", "max_step_percent",
@@ -105,6 +115,20 @@ def guidance_runs(
                 "LMC-SDS, omega 10"),
         RunSpec("lmc-sds-w20", "lmc-sds-deep-floyd-guidance", dict(lmc, guidance_scale=20.0),
                 "LMC-SDS, omega 20"),
+    ]  # fmt: skip
+    lmcsds = "lmc-sds-deep-floyd-guidance"
+    specs += [
+        RunSpec("nfsd-w7.5", lmcsds, dict(guidance, loss_type="nfsd", guidance_scale=7.5,
+                fixed_noise=False, negative_prompt=NFSD_NEGATIVE_PROMPT),
+                "NFSD, its nominal omega 7.5 and negative prompt"),
+        RunSpec("ms-sds-w21", lmcsds, dict(sds, loss_type="ms-sds", guidance_scale=21.0,
+                ms_sds_steps=5), "multi-step SDS, 5 DDIM steps, omega 21"),
+        RunSpec("csd-w10", lmcsds, dict(guidance, loss_type="csd", guidance_scale=10.0,
+                fixed_noise=False, negative_prompt=CSD_NEGATIVE_PROMPT,
+                csd_negative_weight=[0, 0.0, 1.0, steps // 2]),
+                "CSD, omega 10, negative prompt weighted 0 -> 1 over the first half"),
+        RunSpec("lmc-sds-w10-perpneg", lmcsds, dict(lmc, guidance_scale=10.0),
+                "LMC-SDS, omega 10, Perp-Neg prompts", {"use_perp_neg": True}),
     ]  # fmt: skip
     runs = [BenchRun(s, seed) for s in specs for seed in range(seeds)]
     fixed = RunSpec(FIXED_EPS, "lmc-sds-deep-floyd-guidance",
@@ -293,7 +317,7 @@ def bench3d(
     base = OmegaConf.load(base_config)
     effective = OmegaConf.merge(base, OmegaConf.from_dotlist([o for o in overrides if "=" in o]))
     runs = guidance_runs(OmegaConf.to_container(base.system.guidance, resolve=False), fixed_seeds,
-                         seeds=seeds)  # fmt: skip
+                         seeds=seeds, steps=steps)  # fmt: skip
     if guidances:
         unknown = set(guidances) - {r.spec.label for r in runs}
         if unknown:

@@ -61,6 +61,7 @@ class RunSpec:
     guidance_type: str
     guidance: dict
     note: str = ""
+    prompt_processor: dict = field(default_factory=dict)  # overrides, e.g. use_perp_neg
 
 
 @dataclass
@@ -127,6 +128,8 @@ def write_config(base_config: Path, spec: RunSpec, out: Path) -> Path:
     cfg = OmegaConf.load(base_config)
     cfg.system.guidance_type = spec.guidance_type
     cfg.system.guidance = OmegaConf.create(spec.guidance)
+    for key, value in spec.prompt_processor.items():
+        cfg.system.prompt_processor[key] = value
     out.parent.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, out)
     return out

@@ -1,4 +1,5 @@
-"""The paper's 2D experiments (Sec. 5.1) on any IF-shaped prior, SDS vs LMC-SDS.
+"""The paper's 2D experiments (Sec. 5.1) on any IF-shaped prior: LMC-SDS against SDS and the
+baselines (NFSD, DDS in editing, multi-step SDS, CSD), each through the same step function.
 
 Synthesis: from 50% grey, per prompt, across losses, guidance weights omega, seeds, and standard
 vs fixed epsilon. Editing: from held-out images of one class towards a prompt of another, with
@@ -27,6 +28,7 @@ from tqdm import tqdm  # noqa: E402
 
 from ..commands import module_main
 from ..core.checkpoint import load_corrective  # noqa: E402
+from ..core.gradients import NFSD_NEGATIVE_PROMPT  # noqa: E402
 from ..core.lmc_sds import StepConfig  # noqa: E402
 from ..core.prior import IFPrior  # noqa: E402
 from ..core.text import encode_prompts  # noqa: E402
@@ -37,7 +39,8 @@ from .spectra import radial_power_spectrum  # noqa: E402
 PRIOR = "load/lmcsds/priors/fmnist-if-32"
 CORRECTIVE = "load/lmcsds/correctives/fmnist-if-32.safetensors"
 CLASSIFIER = "load/lmcsds/priors/fmnist-classifier.safetensors"
-LABELS = {"lmc-sds": "LMC-SDS", "sds": "SDS", "cond": "cond only"}
+LABELS = {"lmc-sds": "LMC-SDS", "sds": "SDS", "cond": "cond only", "nfsd": "NFSD", "dds": "DDS",
+          "ms-sds": "MS-SDS", "csd": "CSD"}  # fmt: skip
 
 
 @dataclass
@@ -55,6 +58,7 @@ class Setup:
     labels: List[int] = field(default_factory=list)  # classifier label of each prompt
     clip: Optional[Callable] = None  # optional CLIP score / R-precision
     lpips: Optional[Callable] = None  # optional LPIPS to the source (editing)
+    emb_neg: Optional[torch.Tensor] = None  # (1, 77, d) NFSD's negative prompt
 
 
 def _prior_and_corrective(prior_path: str, corrective_path: str):
@@ -77,16 +81,18 @@ def prompt_setup(
     from .optional_metrics import clip_scorer, lpips_distance
 
     prior, corrective, normalization = _prior_and_corrective(prior_path, corrective_path)
-    emb = encode_prompts(prior_path, list(prompts) + [""], prior.device, prior.dtype)
+    emb = encode_prompts(prior_path, list(prompts) + ["", NFSD_NEGATIVE_PROMPT], prior.device,
+                         prior.dtype)  # fmt: skip
     return Setup(
         prior,
         corrective,
         list(prompts),
-        emb[:-1],
-        emb[-1:],
+        emb[:-2],
+        emb[-2:-1],
         normalization=normalization,
         clip=clip_scorer(clip_weights),
         lpips=lpips_distance(),
+        emb_neg=emb[-1:],
     )
 
 
@@ -107,7 +113,7 @@ def fashion_mnist_setup(
     if prompts is not None and len(prompts) != len(classes):
         raise ValueError(f"{len(prompts)} prompts for {len(classes)} class labels")
     prompts = list(prompts) if prompts is not None else [class_prompt(c) for c in classes]
-    emb = encode_prompts(prior_path, prompts + [""])
+    emb = encode_prompts(prior_path, prompts + ["", NFSD_NEGATIVE_PROMPT])
     x, y = load_split("test")
     real = {i: x[y == c][:real_per_class] for i, c in enumerate(classes)}  # by prompt index
     classifier = load_classifier(classifier_path) if Path(classifier_path).exists() else None
@@ -115,12 +121,13 @@ def fashion_mnist_setup(
         prior,
         corrective,
         prompts,
-        emb[:-1],
-        emb[-1:],
+        emb[:-2],
+        emb[-2:-1],
         real,
         classifier,
         normalization,
         labels=list(classes),
+        emb_neg=emb[-1:],
     )
 
 
@@ -146,20 +153,31 @@ def run_grid(
     targets: torch.Tensor,
     cfg: OptimConfig,
     seed: int = 0,
+    sources: Optional[torch.Tensor] = None,
+    stats: Optional[Dict[str, dict]] = None,
 ) -> Dict[str, torch.Tensor]:
-    """Optimise ``init`` (N, 3, S, S) towards class ``targets`` (N,) once per run."""
+    """Optimise ``init`` (N, 3, S, S) towards class ``targets`` (N,) once per run; dds edits
+    ``sources`` (N,) (prompt indices of the images ``init``), the others need none. ``stats``
+    receives each run's UNet rows per image."""
     results = {}
     total = cfg.steps * len(runs)
     with tqdm(total=total, desc="optimising", unit="step") as bar:
         for run in runs:
             if run.loss == "lmc-sds" and setup.corrective is None:
                 raise FileNotFoundError(f"{CORRECTIVE}: LMC-SDS needs the prior's corrective")
+            if run.loss == "dds" and sources is None:
+                raise ValueError("dds edits a source image: run `experiments edit`")
             step_cfg = StepConfig(run.loss, run.omega, setup.normalization)
             run_cfg = OptimConfig(**{**asdict(cfg), "l2_weight": run.l2_weight})
+            source = (init, setup.emb_y[sources]) if run.loss == "dds" else None
+            run_stats = {}
             results[run.name] = optimise(
                 setup.prior, setup.corrective, init, setup.emb_y[targets], setup.emb_0, step_cfg,
                 run_cfg, seed=seed, fixed_noise=run.fixed_noise, progress=bar,
+                emb_neg=setup.emb_neg, source=source, stats=run_stats,
             )  # fmt: skip
+            if stats is not None:
+                stats[run.name] = run_stats
     return results
 
 
@@ -168,8 +186,10 @@ def grid_metrics(
     results: Dict[str, torch.Tensor],
     targets: torch.Tensor,
     sources: Optional[torch.Tensor] = None,
+    stats: Optional[Dict[str, dict]] = None,
 ) -> List[dict]:
-    """One row per run: metrics pooled over target classes (each against its own real images)."""
+    """One row per run: metrics pooled over target classes (each against its own real images),
+    and the UNet rows per image of a step where recorded."""
     rows = []
     res = setup.prior.resolution
     labels = torch.tensor(setup.labels)[targets] if setup.labels else targets
@@ -203,6 +223,8 @@ def grid_metrics(
             )
         if sources is not None and setup.lpips is not None:
             row["lpips_to_source"] = setup.lpips(images, sources).mean().item()
+        if stats is not None and name in stats:
+            row["unet_rows"] = stats[name]["unet_rows"]
         rows.append(row)
     return rows
 
@@ -317,9 +339,9 @@ def synthesis(
     targets = torch.arange(n_classes).repeat_interleave(seeds)  # class-major, `seeds` per class
     init = torch.zeros(len(targets), 3, size, size)  # 50% grey
     runs = [Run(loss, float(w), f) for loss in losses for f in fixed for w in omegas]
-    start = time.time()
-    results = run_grid(setup, runs, init, targets, cfg, seed)
-    rows = grid_metrics(setup, results, targets)
+    start, stats = time.time(), {}
+    results = run_grid(setup, runs, init, targets, cfg, seed, stats=stats)
+    rows = grid_metrics(setup, results, targets, stats=stats)
     write_tables(rows, out, f"Synthesis: {n_classes} prompts x {seeds} seeds, {cfg.steps} steps")
     first = {k: v[::seeds] for k, v in results.items()}  # seed 0 of each class
     real = None
@@ -349,7 +371,7 @@ def editing(
     setup: Setup,
     out: Path,
     losses=("sds", "lmc-sds"),
-    omega: float = 15.0,
+    omegas: Sequence[float] = (15.0,),
     l2_weights=(0.0, 0.1),
     per_class: int = 2,
     cfg: OptimConfig = OptimConfig(
@@ -363,11 +385,15 @@ def editing(
     sources = torch.cat([setup.real[c][-per_class:] for c in range(n)])  # not the metric refs
     src_class = torch.arange(n).repeat_interleave(per_class)
     targets = (src_class + n // 2) % n
-    runs = [Run(loss, omega, False, l2) for loss in losses for l2 in l2_weights]
-    results = run_grid(setup, runs, sources, targets, cfg, seed)
-    rows = grid_metrics(setup, results, targets, sources)
+    runs = [Run(loss, float(w), False, l2) for loss in losses for w in omegas for l2 in l2_weights]
+    stats = {}
+    results = run_grid(setup, runs, sources, targets, cfg, seed, src_class, stats)
+    rows = grid_metrics(setup, results, targets, sources, stats)
     write_tables(
-        rows, out, f"Editing: {len(sources)} held-out images, omega {omega}, {cfg.steps} steps"
+        rows,
+        out,
+        f"Editing: {len(sources)} held-out images, omega {', '.join(f'{w:g}' for w in omegas)}, "
+        f"{cfg.steps} steps",
     )
     save_grid(
         {"source": sources[::per_class], **{k: v[::per_class] for k, v in results.items()}},
@@ -375,13 +401,23 @@ def editing(
         out / "grid.png",
         n,
     )
-    if "accuracy" in rows[0]:
-        fig, ax = plt.subplots(figsize=(4.5, 3.5))
-        for r in rows:
-            ax.plot(r["feature_distance_to_source"], r["accuracy"], "o")
-            ax.annotate(r["run"], (r["feature_distance_to_source"], r["accuracy"]), fontsize=7)
+    if "accuracy" in rows[0]:  # the paper's Fig. 5 (right): one line per loss, over omega
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        by_name = {r["run"]: r for r in rows}
+        for loss in losses:
+            for l2 in l2_weights:
+                members = [by_name[r.name] for r in runs if (r.loss, r.l2_weight) == (loss, l2)]
+                xs = [m["feature_distance_to_source"] for m in members]
+                ys = [m["accuracy"] for m in members]
+                label = LABELS[loss] + (f" L2 {l2}" if l2 else "")
+                ax.plot(xs, ys, "o-" if not l2 else "s--", label=label)
+                for x, y, w in zip(xs, ys, omegas):
+                    ax.annotate(f"{w:g}", (x, y), fontsize=6, xytext=(3, 2),
+                                textcoords="offset points")  # fmt: skip
         ax.set_xlabel("feature distance to source (lower: closer)")
         ax.set_ylabel("target-class accuracy")
+        ax.set_title("editing; numbers: omega", fontsize=8)
+        ax.legend(fontsize=6)
         fig.tight_layout()
         fig.savefig(out / "distance_vs_accuracy.png", dpi=110)
         plt.close(fig)
@@ -426,8 +462,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prior", default=PRIOR, help="IF-shaped prior folder or hub id")
     parser.add_argument("--corrective", default=CORRECTIVE, help="corrective of that prior")
     parser.add_argument("--classifier", default=CLASSIFIER, help="metric classifier")
-    parser.add_argument("--losses", default="sds,lmc-sds", help="comma-separated loss types")
-    parser.add_argument("--omegas", default="2,5,10,20,50", help="comma-separated omegas")
+    parser.add_argument("--losses", default="sds,lmc-sds",
+                        help="comma-separated loss types: lmc-sds, sds, cond, nfsd, ms-sds, csd; "
+                        "edit also dds")  # fmt: skip
+    parser.add_argument("--omegas", default=None,
+                        help="comma-separated omegas (synthesis: 2,5,10,20,50; edit: 15)")  # fmt: skip
     parser.add_argument("--seeds", type=int, default=4, help="images per prompt and setting")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the noise (t, eps)")
     parser.add_argument("--fixed", default="false", choices=["false", "true", "both"],
@@ -468,7 +507,7 @@ def run(args: argparse.Namespace) -> None:
             setup,
             Path(args.out),
             losses,
-            [float(w) for w in args.omegas.split(",")],
+            [float(w) for w in (args.omegas or "2,5,10,20,50").split(",")],
             args.seeds,
             fixed,
             cfg,
@@ -483,7 +522,8 @@ def run(args: argparse.Namespace) -> None:
             decay_steps=args.steps,
             whole_steps=round(0.4 * args.steps),
         )
-        editing(setup, Path(args.out), losses, cfg=cfg, seed=args.seed)
+        omegas = [float(w) for w in (args.omegas or "15").split(",")]
+        editing(setup, Path(args.out), losses, omegas, cfg=cfg, seed=args.seed)
     print((Path(args.out) / "metrics.md").read_text())
 
 

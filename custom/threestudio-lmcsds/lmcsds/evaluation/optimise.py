@@ -8,7 +8,7 @@ Adam is element-wise, so a batch of images is a batch of independent runs (one p
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -41,20 +41,24 @@ class OptimConfig:
         return self.lr_end + 0.5 * (self.lr - self.lr_end) * (1 + math.cos(math.pi * frac))
 
 
-def _views(image: Tensor, res: int, whole: bool, patches: int, gen: torch.Generator) -> Tensor:
-    """The guidance inputs of this step: the downscaled image, or random res x res patches."""
-    size = image.shape[-1]
+def _views(
+    images: List[Tensor], res: int, whole: bool, patches: int, gen: torch.Generator
+) -> List[Tensor]:
+    """The guidance inputs of this step for each of ``images`` (the same crops for all): the
+    downscaled images, or random res x res patches."""
+    size = images[0].shape[-1]
     if size == res:
-        return image
+        return images
     if whole:
-        return F.interpolate(
-            image, (res, res), mode="bilinear", antialias=True, align_corners=False
-        )
-    crops = []
-    for _ in range(patches):
-        y, x = torch.randint(0, size - res + 1, (2,), generator=gen).tolist()
-        crops.append(image[:, :, y : y + res, x : x + res])
-    return torch.cat(crops)  # patch-major: rows [p0 of all images, p1 of all images, ...]
+        return [
+            F.interpolate(x, (res, res), mode="bilinear", antialias=True, align_corners=False)
+            for x in images
+        ]
+    corners = [
+        torch.randint(0, size - res + 1, (2,), generator=gen).tolist() for _ in range(patches)
+    ]
+    # patch-major: rows [p0 of all images, p1 of all images, ...]
+    return [torch.cat([x[:, :, y : y + res, c : c + res] for y, c in corners]) for x in images]
 
 
 def optimise(
@@ -69,11 +73,18 @@ def optimise(
     fixed_noise: bool = False,
     t_range=(0.02, 0.98),
     progress=None,
+    emb_neg: Optional[Tensor] = None,
+    source: Optional[Tuple[Tensor, Tensor]] = None,
+    stats: Optional[dict] = None,
 ) -> Tensor:
-    """Optimise images ``init`` (B, 3, S, S) under prompt embeddings ``emb_y`` (B, 77, d)."""
+    """Optimise images ``init`` (B, 3, S, S) under prompt embeddings ``emb_y`` (B, 77, d).
+
+    ``emb_neg`` (1, 77, d): the negative prompt of nfsd / csd; ``source``: (images (B, 3, S, S),
+    prompt embeddings (B, 77, d)) of dds, cropped like the images. ``stats`` receives the UNet
+    rows per guidance input (timings: ``lmcsds.bench.guidance``)."""
     device = prior.device
     image = init.clone().to(device).requires_grad_(True)
-    source = init.detach().to(device)
+    original = init.detach().to(device)
     opt = torch.optim.Adam([image], lr=cfg.lr)
     fixed = FixedNoise(seed) if fixed_noise else None
     T = prior.num_train_timesteps
@@ -83,7 +94,11 @@ def optimise(
         gen = seeded_generator(seed, step)
         for group in opt.param_groups:
             group["lr"] = cfg.lr_at(step)
-        z = _views(image, res, step < cfg.whole_steps, cfg.patches, gen)
+        whole = step < cfg.whole_steps
+        if source is None:
+            (z,) = _views([image], res, whole, cfg.patches, gen)
+        else:
+            z, z_src = _views([image, source[0].to(device)], res, whole, cfg.patches, gen)
         reps = z.shape[0] // image.shape[0]
         t = torch.randint(lo, hi + 1, (z.shape[0],), generator=gen).to(device)
         eps = torch.randn(z.shape, generator=gen).to(device)
@@ -91,11 +106,13 @@ def optimise(
         out = lmc_sds_step(
             prior, corrective, z, t, emb_y.repeat(reps, 1, 1), emb_0.expand(z.shape[0], -1, -1),
             eps, step_cfg, eps_cond,
+            emb_neg=None if emb_neg is None else emb_neg.expand(z.shape[0], -1, -1),
+            source=None if source is None else (z_src, source[1].repeat(reps, 1, 1)),
         )  # fmt: skip
         loss = loss_from_grad(z, torch.nan_to_num(out.g)) * reps
         if cfg.l2_weight > 0:
             loss = (
-                loss + cfg.l2_weight * F.mse_loss(image, source, reduction="sum") / image.shape[0]
+                loss + cfg.l2_weight * F.mse_loss(image, original, reduction="sum") / image.shape[0]
             )
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -105,4 +122,6 @@ def optimise(
                 image.clamp_(-1, 1)
         if progress is not None:
             progress.update(1)
+    if stats is not None:
+        stats["unet_rows"] = out.unet_rows
     return image.detach()
