@@ -112,8 +112,8 @@ def test_bench_runs_per_seed_count():
     guidance = {"pretrained_model_name_or_path": "p", "loss_type": "lmc-sds"}
     one, three = guidance_runs(guidance, fixed_seeds=2), guidance_runs(guidance, 2, seeds=3)
     others = [r for r in one if r.spec.label != FIXED_EPS]
-    assert len(others) == 10 and {r.seed for r in others} == {0}
-    assert len(three) == 10 * 3 + 2
+    assert len(others) == 11 and {r.seed for r in others} == {0}
+    assert len(three) == 11 * 3 + 2
     assert sorted(r.name for r in three if r.spec.label == "lmc-sds-w10") == [
         "lmc-sds-w10-s0", "lmc-sds-w10-s1", "lmc-sds-w10-s2"]  # fmt: skip
     assert [r.seed for r in three if r.spec.label == FIXED_EPS] == [0, 1]

@@ -148,7 +148,7 @@ class LMCSDSDeepFloydGuidance(BaseObject):
         prompt, a negative or source prompt) and the dds source image; encoded before the UNet
         is loaded so the text encoder is freed first."""
         cfg, loss = self.cfg, self.cfg.loss_type
-        self.emb_null = self.emb_neg = self.source = None
+        self.emb_null = self.emb_neg = self.emb_src = self.source_image = None
         prompts = {}
         if loss in ("nfsd", "csd"):
             prompts["emb_null"] = ""

@@ -129,6 +129,11 @@ def guidance_runs(
                 "CSD, omega 10, negative prompt weighted 0 -> 1 over the first half"),
         RunSpec("lmc-sds-w10-perpneg", lmcsds, dict(lmc, guidance_scale=10.0),
                 "LMC-SDS, omega 10, Perp-Neg prompts", {"use_perp_neg": True}),
+        RunSpec("csd-public", lmcsds, dict(guidance, loss_type="csd", guidance_scale=1.0,
+                fixed_noise=False, negative_prompt=CSD_NEGATIVE_PROMPT, grad_normalize=True,
+                weighting_strategy="uniform", csd_negative_weight=[0, 0.0, 1.0, steps // 2]),
+                "CSD as its public DeepFloyd config: omega_1 1, w = 1, normalised gradient, "
+                "Perp-Neg", {"use_perp_neg": True}),
     ]  # fmt: skip
     runs = [BenchRun(s, seed) for s in specs for seed in range(seeds)]
     fixed = RunSpec(FIXED_EPS, "lmc-sds-deep-floyd-guidance",

@@ -367,6 +367,32 @@ def synthesis(
     return rows
 
 
+def plot_editing(rows: List[dict], runs: Sequence[Run], out: Path) -> None:
+    """The paper's Fig. 5 (right): accuracy against distance to the source, one line per loss
+    (and L2 weight) over omega."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    by_name = {r["run"]: r for r in rows}
+    series: Dict[tuple, List[Run]] = {}
+    for run in runs:
+        series.setdefault((run.loss, run.l2_weight), []).append(run)
+    colours = {loss: f"C{i}" for i, loss in enumerate(dict.fromkeys(r.loss for r in runs))}
+    for (loss, l2), members in series.items():
+        xs = [by_name[m.name]["feature_distance_to_source"] for m in members]
+        ys = [by_name[m.name]["accuracy"] for m in members]
+        label = LABELS[loss] + (f" L2 {l2:g}" if l2 else "")
+        ax.plot(xs, ys, "s--" if l2 else "o-", color=colours[loss], label=label)
+        for x, y, m in zip(xs, ys, members):
+            ax.annotate(f"{m.omega:g}", (x, y), fontsize=6, xytext=(3, 2),
+                        textcoords="offset points")  # fmt: skip
+    ax.set_xlabel("feature distance to source (lower: closer)")
+    ax.set_ylabel("target-class accuracy")
+    ax.set_title("editing; numbers: omega", fontsize=8)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out / "distance_vs_accuracy.png", dpi=110)
+    plt.close(fig)
+
+
 def editing(
     setup: Setup,
     out: Path,
@@ -401,26 +427,8 @@ def editing(
         out / "grid.png",
         n,
     )
-    if "accuracy" in rows[0]:  # the paper's Fig. 5 (right): one line per loss, over omega
-        fig, ax = plt.subplots(figsize=(5.5, 4))
-        by_name = {r["run"]: r for r in rows}
-        for loss in losses:
-            for l2 in l2_weights:
-                members = [by_name[r.name] for r in runs if (r.loss, r.l2_weight) == (loss, l2)]
-                xs = [m["feature_distance_to_source"] for m in members]
-                ys = [m["accuracy"] for m in members]
-                label = LABELS[loss] + (f" L2 {l2}" if l2 else "")
-                ax.plot(xs, ys, "o-" if not l2 else "s--", label=label)
-                for x, y, w in zip(xs, ys, omegas):
-                    ax.annotate(f"{w:g}", (x, y), fontsize=6, xytext=(3, 2),
-                                textcoords="offset points")  # fmt: skip
-        ax.set_xlabel("feature distance to source (lower: closer)")
-        ax.set_ylabel("target-class accuracy")
-        ax.set_title("editing; numbers: omega", fontsize=8)
-        ax.legend(fontsize=6)
-        fig.tight_layout()
-        fig.savefig(out / "distance_vs_accuracy.png", dpi=110)
-        plt.close(fig)
+    if "accuracy" in rows[0]:
+        plot_editing(rows, runs, out)
     return rows
 
 
