@@ -138,6 +138,11 @@ class LMCSDSDeepFloydGuidance(BaseObject):
                 map_location=self.device,
             )
         self.fixed_noise = FixedNoise(cfg.noise_seed) if cfg.fixed_noise else None
+        if self.source_image is not None:  # dds: resized once, to the prior's resolution
+            res = (self.prior.resolution,) * 2
+            self.source_image = F.interpolate(
+                self.source_image, res, mode="bilinear", antialias=True
+            ).to(self.device)
         self.num_train_timesteps = self.prior.num_train_timesteps
         self.grad_clip_val: Optional[float] = None
         self.update_step(0, 0)
@@ -217,7 +222,7 @@ class LMCSDSDeepFloydGuidance(BaseObject):
             ).chunk(2)
         eps = torch.randn(z.shape, device=z.device, dtype=z.dtype)  # drawn after t
         eps_cond = self.fixed_noise(z) if self.fixed_noise is not None else None
-        emb_0, emb_neg, source = self.baseline_inputs(emb_0, res)
+        emb_0, emb_neg, source = self.baseline_inputs(emb_0)
         out = lmc_sds_step(
             self.prior, self.corrective, z, t, emb_y, emb_0, eps, self.step_cfg, eps_cond,
             perp_neg, emb_neg, source,
@@ -245,14 +250,13 @@ class LMCSDSDeepFloydGuidance(BaseObject):
             result["eval"] = self.eval_images(out, t, elevation, azimuth, camera_distances)
         return result
 
-    def baseline_inputs(self, emb_0: torch.Tensor, res: int):
+    def baseline_inputs(self, emb_0: torch.Tensor):
         """(emb_0, emb_neg, source) of lmc_sds_step for this step's loss type: nfsd and csd
         take the empty prompt as eps_0 and the prompt processor's negative prompt as theirs
         unless the guidance sets one; dds its source image and prompt."""
         batch, loss = emb_0.shape[0], self.cfg.loss_type
         if loss == "dds":
-            image = F.interpolate(self.source_image, (res, res), mode="bilinear", antialias=True)
-            return emb_0, None, (image.to(emb_0.device).expand(batch, -1, -1, -1),
+            return emb_0, None, (self.source_image.expand(batch, -1, -1, -1),
                                  self.emb_src.expand(batch, -1, -1))  # fmt: skip
         if loss not in ("nfsd", "csd"):
             return emb_0, None, None
