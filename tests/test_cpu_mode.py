@@ -147,6 +147,66 @@ def test_renderer_gradients_reach_the_geometry(cpu_threestudio):
     assert sigma.grad.item() == pytest.approx(torch.exp(torch.tensor(-1.0)).item(), abs=2e-2)
 
 
+class _Box(nn.Module):
+    """Density sigma inside |x|, |y|, |z| < half (and x > x_min), zero elsewhere."""
+
+    def __init__(self, sigma: float, half: float, x_min: float = -10.0):
+        super().__init__()
+        self.sigma, self.half, self.x_min = sigma, half, x_min
+
+    def forward_density(self, points):
+        inside = (points.abs() < self.half).all(-1, keepdim=True) & (points[..., :1] > self.x_min)
+        return self.sigma * inside.float()
+
+    def forward(self, points, output_normal=False):
+        out = {"density": self.forward_density(points)}
+        if output_normal:
+            out["normal"] = nn.functional.normalize(points, dim=-1)
+        return out
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_grid_prune_skips_empty_cells_and_counts_them_as_empty(cpu_threestudio, training):
+    """A box on the occupancy grid's cell boundaries: after nerfacc's warm-up update exactly its
+    cells are occupied, fewer samples are evaluated, and the render equals the dense one; cells
+    marked empty count as density 0 (as a box without that half renders)."""
+    import lmcsds.adapter.dense_renderer  # noqa: F401  (registers it)
+
+    cls = cpu_threestudio.find("lmcsds-dense-volume-renderer")
+    gen = torch.Generator().manual_seed(0)
+    rays_o = torch.tensor([0.1, 0.2, -3.0]).expand(1, 4, 4, 3).clone()
+    rays_o[..., :2] += torch.rand(1, 4, 4, 2, generator=gen) * 0.8 - 0.4
+    rays_d = torch.tensor([0.0, 0.0, 1.0]).expand(1, 4, 4, 3).clone()
+    light = torch.zeros(1, 3)
+    cfg = {"radius": 2.0, "num_samples_per_ray": 256, "randomized": False}
+
+    def renderer(geometry, **extra):
+        r = cls(dict(cfg, **extra), geometry=geometry, material=_Constant([1.0, 0.0, 0.0], True),
+                background=_Constant([0.0, 0.0, 1.0]))  # fmt: skip
+        return r
+
+    box = _Box(3.0, 0.5)  # 0.5 = 4 cells of 4 / 32
+    pruned, dense = renderer(box, grid_prune=True), renderer(box)
+    pruned.train()
+    pruned.update_step(0, 0)  # the warm-up update: every cell, as threestudio's first step
+    assert pruned.estimator.binaries.sum().item() == 8**3
+    pruned.train(training), dense.train(training)
+    a, b = pruned(rays_o, rays_d, light), dense(rays_o, rays_d, light)
+    for key in ("comp_rgb", "opacity", "depth"):
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=0)
+    if training:
+        assert a["weights"].shape[0] < 16 * 256 / 4 and b["weights"].shape[0] == 16 * 256
+        assert a["ray_indices"].shape == a["weights"].shape[:1] == a["normal"].shape[:1]
+    # the half x < 0 marked empty renders as a box without it
+    centres = (torch.arange(32) + 0.5) / 32 * 4 - 2
+    pruned.estimator.binaries[0, centres < 0] = False
+    half = renderer(_Box(3.0, 0.5, x_min=0.0))
+    half.train(training)
+    c, d = pruned(rays_o, rays_d, light), half(rays_o, rays_d, light)
+    torch.testing.assert_close(c["opacity"], d["opacity"], atol=1e-5, rtol=0)
+    assert (c["opacity"] < a["opacity"] - 0.1).any() and (c["opacity"] > 0.5).any()
+
+
 # --- prompt processor ----------------------------------------------------------------------------
 
 
@@ -305,8 +365,8 @@ def test_compare_runs_builtin_sds_and_lmc_sds_side_by_side(tmp_path):
 
 
 def test_bench3d_scores_runs_against_the_true_object_and_resumes(tmp_path):
-    """Two guidances (one with two fixed-eps seeds) on a procedural object, tiny settings,
-    two runs at a time."""
+    """The supervised ceiling and fixed-eps LMC-SDS over two seeds on a procedural object, tiny
+    settings, two runs at a time; paired differences to the ceiling."""
     import json
 
     from lmcsds.evaluation.bench3d import bench3d
@@ -318,33 +378,40 @@ def test_bench3d_scores_runs_against_the_true_object_and_resumes(tmp_path):
         "data.n_val_views=1", "data.eval_height=32", "data.eval_width=32",
         "trainer.val_check_interval=2", "system.renderer.num_samples_per_ray=16",
     ]  # fmt: skip
-    kw = dict(prompts=[ObjectSpec("mug", "green", "striped")], fixed_seeds=2, views=4,
-              guidances=["sds-builtin", "lmc-sds-fixed-w20"], overrides=tiny, jobs=2,
+    kw = dict(prompts=[ObjectSpec("mug", "green", "striped")], seeds=[0, 3], views=4,
+              guidances=["supervised", "lmc-sds-fixed-w20"], overrides=tiny, jobs=2,
+              reference="supervised",
               classifier_path=str(ROOT / "load/lmcsds/priors/objects-classifier.safetensors"))  # fmt: skip
     rows = bench3d(run, CPU_CONFIG, out, 2, **kw)
     assert [(r["guidance"], r["seed"]) for r in rows] == [
-        ("sds-builtin", 0),
+        ("supervised", 0),
+        ("supervised", 3),
         ("lmc-sds-fixed-w20", 0),
-        ("lmc-sds-fixed-w20", 1),
+        ("lmc-sds-fixed-w20", 3),
     ]
     for r in rows:
-        assert 0 <= r["iou"] <= 1 and r["iou"] >= r["iou_front"] - 1e-6
-        assert r["turn_deg"] in (0.0, 90.0, 180.0, 270.0)
+        assert 0 <= r["iou"] <= 1 and r["turn_deg"] in (-90.0, 0.0, 90.0, 180.0)
         assert 0 <= r["view_acc"] <= 1 and 0 <= r["janus_rate"] <= 1  # a mug: asymmetric
-        assert r["non_finite"] == 0 and r["wall_s"] > 0 and r["delta_e_mean"] >= 0
+        assert 0 <= r["part_recall"] <= 1 and r["chamfer"] >= 0 and r["delta_e_pixel"] >= 0
+        assert r["non_finite"] == 0 and r["wall_s"] > 0
     wall = json.loads(
-        (out / "runs/green-striped-mug/lmc-sds-fixed-w20-s1/wall_time.json").read_text()
+        (out / "runs/green-striped-mug/lmc-sds-fixed-w20-s3/wall_time.json").read_text()
     )
     assert wall["jobs"] == 2
+    parsed = OmegaConf.load(out / "runs/green-striped-mug/supervised-s3/configs/parsed.yaml")
+    assert parsed.seed == 3 and parsed.system.guidance.object_caption == ObjectSpec(
+        "mug", "green", "striped").caption()  # fmt: skip
     fixed = OmegaConf.load(out / "configs" / "lmc-sds-fixed-w20.yaml").system.guidance
     assert fixed.fixed_noise and fixed.loss_type == "lmc-sds"
     summary = (out / "summary.md").read_text()
-    assert "lmc-sds-fixed-w20 | 2 |" in summary  # two seeds, one row, with a diversity value
+    assert "| lmc-sds-fixed-w20 | 4 |" not in summary and "| lmc-sds-fixed-w20 | 2 |" in summary
+    assert "## Paired differences to `supervised`" in summary
     for name in ("renders-green-striped-mug.png", "per_prompt.csv", "summary.png", "iou.png",
-                 "COMMAND.md"):  # fmt: skip
+                 "paired.csv", "COMMAND.md"):  # fmt: skip
         assert (out / name).stat().st_size > 0
+    assert "--seeds 0,3" in (out / "COMMAND.md").read_text()
     # a second call reuses the runs and their scores
-    scores = out / "runs" / "green-striped-mug" / "sds-builtin-s0" / "scores.json"
+    scores = out / "runs" / "green-striped-mug" / "supervised-s0" / "scores.json"
     stamp = scores.stat().st_mtime_ns
     again = bench3d(run, CPU_CONFIG, out, 2, **kw)
     assert (

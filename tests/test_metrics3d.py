@@ -25,11 +25,23 @@ def test_silhouette_iou_by_hand():
     assert M3.silhouette_iou(torch.zeros(1, 4, 4), torch.zeros(1, 4, 4)).item() == 1.0
 
 
-def test_best_azimuth_shift_recovers_a_turned_asset():
+def test_best_turn_recovers_a_turned_asset():
     truth = _disc_masks(8)
     turned = truth.roll(3, 0)  # asset view i shows the truth's view i - 3
-    shift, scores = M3.best_azimuth_shift(turned, truth)
+    shift, scores = M3.best_turn(turned, truth)
     assert shift == 3 and scores[3] == 1.0 and scores[0] < 1.0
+    assert M3.turn_degrees(3, 8) == 135.0 and M3.turn_degrees(6, 8) == -90.0
+
+
+def test_best_turn_tells_symmetric_silhouettes_apart_by_colour():
+    """Every turn of a disc fits its silhouette; the colours say which turn it is."""
+    mask = torch.zeros(4, 8, 8)
+    mask[:, 2:6, 2:6] = 1
+    rgb = torch.zeros(4, 3, 8, 8)
+    for v in range(4):
+        rgb[v, v % 3, 2:6, 2:6] = 0.2 + 0.2 * v  # a colour per view
+    shift, scores = M3.best_turn(mask, mask, rgb.roll(1, 0), rgb)
+    assert torch.all(scores == 1.0) and shift == 1
 
 
 def test_lab_of_known_colours():
@@ -50,8 +62,12 @@ def test_colour_errors_zero_for_the_truth_and_grey_has_no_chroma():
     grey = M3.colour_errors(torch.full((1, 3, 4, 4), 0.5), torch.ones(1, 4, 4), rgb[:1, :, :4, :4],
                             torch.ones(1, 4, 4))  # fmt: skip
     assert grey["chroma"] < 0.05 and grey["chroma_true"] > 5
-    empty = M3.colour_errors(rgb, torch.zeros(2, 8, 8), rgb, mask)
-    assert math.isnan(empty["delta_e_mean"])
+    # an empty asset shows the black backdrop: its errors are black's, never NaN
+    black = torch.zeros_like(rgb)
+    empty = M3.colour_errors(black, torch.zeros(2, 8, 8), rgb, mask)
+    by_hand = (M3.srgb_to_lab(rgb) - M3.srgb_to_lab(black)).norm(dim=1).mean().item()
+    assert empty["delta_e_pixel"] == pytest.approx(by_hand, rel=1e-5)
+    assert empty["chroma"] == 0.0 and empty["pattern_contrast"] == 0.0
 
 
 def test_clipped_fraction_counts_foreground_only():
@@ -60,6 +76,7 @@ def test_clipped_fraction_counts_foreground_only():
     rgb[0, :, 1, 1] = 0.0  # clipped, background
     mask = torch.tensor([[[1.0, 1.0], [1.0, 0.0]]])
     assert M3.clipped_fraction_fg(rgb, mask) == pytest.approx(1 / 3)
+    assert M3.clipped_fraction_fg(rgb, torch.zeros(1, 2, 2)) == 1.0  # empty: only backdrop
 
 
 def test_volume_iou_and_chamfer_by_hand():
@@ -72,7 +89,8 @@ def test_volume_iou_and_chamfer_by_hand():
     q = torch.tensor([[0.0, 0.0, 0.5]])
     # p -> q: 0.5 and sqrt(1.25); q -> p: 0.5
     expected = 0.5 * ((0.5 + math.sqrt(1.25)) / 2 + 0.5)
-    assert abs(M3.chamfer_distance(p, q) - expected) < 1e-6
+    assert abs(M3.chamfer_distance(p, q, empty=2.0) - expected) < 1e-6
+    assert M3.chamfer_distance(torch.zeros(0, 3), q, empty=2.0) == 2.0
 
 
 def test_janus_rate_counts_non_front_cameras_called_front():
@@ -82,41 +100,78 @@ def test_janus_rate_counts_non_front_cameras_called_front():
     assert s["view_accuracy"] == pytest.approx(3 / 5) and abs(s["janus_rate"] - 2 / 3) < 1e-6
 
 
-def test_detail_ratio_of_the_truth_is_one_and_blur_lowers_it():
+def test_detail_ratio_of_the_truth_is_one_and_blur_and_faintness_lower_it():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(2, 3, 32, 32, generator=g)
     assert abs(M3.detail_ratio(x, x) - 1.0) < 1e-6
     blur = torch.nn.functional.avg_pool2d(x, 3, 1, 1)
     assert M3.detail_ratio(blur, x) < 0.5
+    faint = x * 0.3  # power scales with the square of the contrast
+    assert M3.detail_ratio(faint, x) == pytest.approx(0.09, rel=1e-4)
+    # measured at the prior's 32 px: a 64 px render is averaged down first
+    big = x.repeat_interleave(2, -1).repeat_interleave(2, -2)
+    assert abs(M3.detail_ratio(big, x) - 1.0) < 1e-5
 
 
-@pytest.mark.threestudio
-def test_occupied_density_stops_half_the_light_over_the_thinnest_parts():
-    """The volume metrics' occupancy level: a slab of OCCUPIED_LENGTH at that density, rendered
-    by the dense renderer's weights, has opacity 0.5 (the silhouettes' threshold)."""
-    from lmcsds.adapter.dense_renderer import render_weights
-    from lmcsds.evaluation.bench3d import OCCUPIED_DENSITY, OCCUPIED_LENGTH
+def test_march_opacity_and_depth_through_a_slab_by_hand():
+    """A slab |x| < 0.25 of density 4 in a grid over [-1, 1]^3: a ray along x has opacity
+    1 - exp(-4 * 0.5), reaches 0.5 at x = -0.25 + ln 2 / 4, and its largest density is 4."""
+    res, radius = 64, 1.0
+    from lmcsds.evaluation.asset_density import grid_points
 
-    samples = 50
-    density = torch.full((1, samples), OCCUPIED_DENSITY)
-    deltas = torch.full((1, samples), OCCUPIED_LENGTH / samples)
-    weights, _ = render_weights(density, deltas)
-    assert weights.sum().item() == pytest.approx(0.5, abs=1e-5)
-    assert OCCUPIED_DENSITY == pytest.approx(6.93, abs=0.01)  # ln 2 / 0.1
+    p = grid_points(res, radius)
+    field = torch.where(p[:, 0].abs() < 0.25, 4.0, 0.0).reshape(res, res, res)
+    o = torch.tensor([[-3.0, 0.01, 0.01]])
+    d = torch.tensor([[1.0, 0.0, 0.0]])
+    out = M3.march(field, radius, o, d, samples=512)
+    assert out["opacity"].item() == pytest.approx(1 - math.exp(-2.0), abs=0.02)
+    assert out["depth"].item() == pytest.approx(3.0 - 0.25 + math.log(2) / 4, abs=0.02)
+    assert out["max_density"].item() == pytest.approx(4.0, abs=1e-4)
+    miss = M3.march(field * 0.1, radius, o, d)  # opacity 1 - exp(-0.2) < 0.5: never reached
+    assert torch.isinf(miss["depth"]).all()
 
 
-def test_bench_runs_per_seed_count():
-    """--seeds N: every non-fixed guidance N times (seeds 0..N-1); fixed eps over its own seeds."""
-    from lmcsds.evaluation.bench3d import FIXED_EPS, guidance_runs
+def test_occupancy_level_follows_the_asset_silhouettes():
+    """Rays whose largest density exceeds the level see the level set; the level that best
+    matches the rendered mask is chosen, whatever the density's scale; empty: inf."""
+    max_density = torch.tensor([0.0, 0.5, 3.0, 3.5, 4.0, 0.2])
+    mask = torch.tensor([0.0, 0.0, 1.0, 1.0, 1.0, 0.0])
+    level = M3.occupancy_level(max_density, mask)
+    assert 0.5 <= level < 3.0
+    assert M3.occupancy_level(max_density * 100, mask) == pytest.approx(level * 100, rel=1e-5)
+    assert M3.occupancy_level(max_density, torch.zeros(6)) == float("inf")
+
+
+def test_part_recall_by_hand():
+    occupied = torch.zeros(8, 8, 8, dtype=torch.bool)
+    occupied[:4] = True
+    a = torch.zeros(8, 8, 8, dtype=torch.bool)
+    b = torch.zeros(8, 8, 8, dtype=torch.bool)
+    a[1:3, 2:4, 2:4] = True  # inside the occupied half
+    b[6:8, 2:4, 2:4] = True  # two cells or more away from it: missed even with dilation
+    r = M3.part_recall(occupied, {"a": a, "b": b})
+    assert r["recall_a"] == 1.0 and r["recall_b"] == 0.0
+    assert r["part_recall"] == 0.5 and r["parts_found"] == 0.5
+    b[4] = b[6]  # one cell from the occupied half: recalled through the one-cell tolerance
+    assert M3.part_recall(occupied, {"b": b})["recall_b"] == pytest.approx(1 / 3)
+
+
+def test_bench_runs_per_seed():
+    """--seeds: every guidance (the ceiling and fixed eps included) over the same seeds."""
+    from lmcsds.evaluation.bench3d import FIXED_EPS, SUPERVISED, guidance_runs
+    from lmcsds.evaluation.bench3d.runs import parse_seeds
 
     guidance = {"pretrained_model_name_or_path": "p", "loss_type": "lmc-sds"}
-    one, three = guidance_runs(guidance, fixed_seeds=2), guidance_runs(guidance, 2, seeds=3)
-    others = [r for r in one if r.spec.label != FIXED_EPS]
-    assert len(others) == 11 and {r.seed for r in others} == {0}
-    assert len(three) == 11 * 3 + 2
+    one, three = guidance_runs(guidance), guidance_runs(guidance, parse_seeds("3"))
+    assert len(one) == 13 and {r.seed for r in one} == {0}
+    assert one[0].spec.label == SUPERVISED and FIXED_EPS in {r.spec.label for r in one}
+    assert len(three) == 13 * 3
     assert sorted(r.name for r in three if r.spec.label == "lmc-sds-w10") == [
         "lmc-sds-w10-s0", "lmc-sds-w10-s1", "lmc-sds-w10-s2"]  # fmt: skip
-    assert [r.seed for r in three if r.spec.label == FIXED_EPS] == [0, 1]
+    assert [r.seed for r in guidance_runs(guidance, parse_seeds("5,9"))][:2] == [5, 9]
+    for bad in ("0", "1,1", "x", "-1,2"):
+        with pytest.raises(ValueError, match="--seeds"):
+            parse_seeds(bad)
 
 
 def test_bench_baseline_runs_use_their_published_settings(tmp_path):
@@ -129,7 +184,7 @@ def test_bench_baseline_runs_use_their_published_settings(tmp_path):
     from lmcsds.evaluation.compare import write_config
 
     guidance = {"pretrained_model_name_or_path": "p", "loss_type": "lmc-sds"}
-    specs = {r.spec.label: r.spec for r in guidance_runs(guidance, 0, steps=400)}
+    specs = {r.spec.label: r.spec for r in guidance_runs(guidance, steps=400)}
     assert specs["nfsd-w7.5"].guidance["negative_prompt"] == NFSD_NEGATIVE_PROMPT
     assert specs["nfsd-w7.5"].guidance["guidance_scale"] == 7.5
     assert specs["csd-w10"].guidance["csd_negative_weight"] == [0, 0.0, 1.0, 200]

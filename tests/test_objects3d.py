@@ -218,9 +218,7 @@ def test_sphere_render_matches_the_analytic_silhouette_and_lambert_shading():
 
 def test_albedo_mode_is_unshaded_and_front_is_plus_x():
     cams = orbit_cameras(2, elevation_deg=0.0, distance=2.4)  # azimuth 0 (front), 180 (back)
-    out = render(
-        ObjectSpec("snowman", "green", "plain"), cams, 32, shading=torch.tensor([0, 0]).bool()
-    )
+    out = render(ObjectSpec("snowman", "green", "plain"), cams, 32, shading=["albedo", "albedo"])
     face, back = out.rgb[0], out.rgb[1]
     dark = lambda img: ((img.max(0).values < 0.15) & (out.mask[0, 0] > 0.99)).sum().item()
     assert dark(face) >= 2 and dark(back) == 0  # the eyes are only seen from the front (+x)

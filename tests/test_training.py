@@ -154,7 +154,7 @@ def test_bad_input_prints_one_line_and_exits_2(capsys, monkeypatch):
         cli(["bench3d", "--out", "x", "--jobs", "0"])
     err = capsys.readouterr().err
     assert exit_.value.code == 2
-    assert err == "lmcsds bench3d: error: --jobs and --seeds must be >= 1, got 0 and 1\n"
+    assert err == "lmcsds bench3d: error: --jobs must be >= 1, got 0\n"
     monkeypatch.setenv("LMCSDS_DEBUG", "1")
     with pytest.raises(ValueError, match="--jobs"):
         cli(["bench3d", "--out", "x", "--jobs", "0"])

@@ -21,3 +21,4 @@ import lmcsds.adapter.dense_renderer  # noqa: E402,F401  (each import registers 
 import lmcsds.adapter.guidance  # noqa: E402,F401
 import lmcsds.adapter.prompt_processor  # noqa: E402,F401
 import lmcsds.adapter.system  # noqa: E402,F401
+import lmcsds.evaluation.supervised  # noqa: E402,F401  (the benchmark's ceiling)

@@ -20,6 +20,8 @@ COMMANDS: List[Tuple[str, str, str]] = [
     ("demo", "lmcsds.evaluation.demo", "a 2D SDS vs LMC-SDS run on the bundled prior (minutes)"),
     ("bench-guidance", "lmcsds.bench.guidance",
      "guidance step time and FLOPs: built-in SDS vs LMC-SDS"),
+    ("bench-step3d", "lmcsds.bench.step3d",
+     "time per launch.py step on the CPU config, variants side by side"),
     ("bench-training", "lmcsds.bench.training",
      "corrective training throughput: data, prior passes, steps"),
     ("gpu-check", "lmcsds.bench.gpu_check",

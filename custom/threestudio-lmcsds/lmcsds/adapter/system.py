@@ -5,8 +5,13 @@ does, every ``guidance_eval_every`` steps, and saves one grid per such step: the
 every ``imgs_*`` image the guidance returns (for LMC-SDS: the noisy input, zhat_t, b-hat, g_cond
 and g_lmc; for the built-in guidance its one-step and final denoisings), one row per batch item.
 With ``guidance_eval_every: 0`` (default) it is exactly ``dreamfusion-system``.
+
+A guidance with ``needs_shading = True`` (the benchmark's supervised ceiling) also gets the
+batch's shading mode: drawn here by the material's own rule, with the same random draws, and
+passed to the material and the guidance alike.
 """
 
+import random
 from dataclasses import dataclass
 
 import threestudio
@@ -28,6 +33,8 @@ class GuidanceVisualisingDreamFusion(DreamFusion):
         return every > 0 and self.true_global_step % every == 0
 
     def training_step(self, batch, batch_idx):
+        if getattr(self.guidance, "needs_shading", False):
+            batch = dict(batch, shading=draw_shading(self.material))
         if not self._guidance_eval_due():
             return super().training_step(batch, batch_idx)
         guidance = self.guidance
@@ -68,3 +75,14 @@ class GuidanceVisualisingDreamFusion(DreamFusion):
             step=self.true_global_step,
             texts=eval_out.get("texts"),
         )
+
+
+def draw_shading(material) -> str:
+    """The shading mode ``diffuse-with-point-light-material`` picks for a training batch, with
+    the same draws from Python's ``random`` (so a run's random stream is unchanged)."""
+    cfg = material.cfg
+    if material.ambient_only or random.random() > cfg.diffuse_prob:
+        return "albedo"
+    if random.random() < cfg.textureless_prob:
+        return "textureless"
+    return "diffuse"

@@ -135,35 +135,49 @@ def _union(*ds: Tensor) -> Tensor:
     return torch.stack(ds, 0).min(0).values
 
 
-def _mug(p: Tensor) -> Tensor:
+def _cup(p: Tensor) -> Tensor:
     outer = sd_cylinder_z(p, 0.42, 0.45)
     inner = sd_cylinder_z(p, 0.34, 0.45, z0=0.09)  # open top, 0.09-thick bottom
-    cup = torch.maximum(outer, -inner)
-    # handle on the +y side (the object's left seen from the front), a ring in the yz-plane
+    return torch.maximum(outer, -inner)
+
+
+def _handle(p: Tensor) -> Tensor:
+    # on the +y side (the object's left seen from the front), a ring in the yz-plane
     handle = sd_torus(p, 0.22, 0.065, axis="x", center=(0.0, 0.45, 0.0))
-    handle = torch.maximum(handle, -(p[..., 1] - 0.40))  # only the part outside the cup
-    return _union(cup, handle)
+    return torch.maximum(handle, -(p[..., 1] - 0.40))  # only the part outside the cup
 
 
-def _chair(p: Tensor) -> Tensor:
-    seat = sd_box(p, (0.40, 0.40, 0.06), (0.0, 0.0, -0.05))
-    back = sd_box(p, (0.06, 0.40, 0.34), (-0.34, 0.0, 0.35))  # backrest at -x: front is open
-    legs = [
-        sd_box(p, (0.06, 0.06, 0.27), (x, y, -0.38)) for x in (-0.33, 0.33) for y in (-0.33, 0.33)
-    ]
-    return _union(seat, back, *legs)
+def _leg(x: float, y: float) -> Callable[[Tensor], Tensor]:
+    return lambda p: sd_box(p, (0.06, 0.06, 0.27), (x, y, -0.38))
+
+
+def _nose(p: Tensor) -> Tensor:
+    """A cone along +x from the snowman's head."""
+    q = torch.stack([p[..., 1], p[..., 2] - 0.33, p[..., 0]], -1)  # x becomes the cone axis
+    return sd_cone_z(q, 0.08, 0.20, 0.52)
 
 
 EYES = [(0.22, 0.11, 0.45), (0.22, -0.11, 0.45)]  # on the head, facing +x
+# The objects built from parts (their SDF is the union of the parts'), for part-level scores.
+PARTS: Dict[str, Dict[str, Callable[[Tensor], Tensor]]] = {
+    "mug": {"cup": _cup, "handle": _handle},
+    "chair": {
+        "seat": lambda p: sd_box(p, (0.40, 0.40, 0.06), (0.0, 0.0, -0.05)),
+        "backrest": lambda p: sd_box(p, (0.06, 0.40, 0.34), (-0.34, 0.0, 0.35)),  # front open
+        **{f"leg{i}": _leg(x, y) for i, (x, y) in
+           enumerate([(x, y) for x in (-0.33, 0.33) for y in (-0.33, 0.33)])},
+    },  # fmt: skip
+    "snowman": {
+        "body": lambda p: sd_sphere(p, 0.42, (0.0, 0.0, -0.30)),
+        "head": lambda p: sd_sphere(p, 0.30, (0.0, 0.0, 0.33)),
+        "nose": _nose,
+    },
+}
 
 
-def _snowman(p: Tensor) -> Tensor:
-    body = sd_sphere(p, 0.42, (0.0, 0.0, -0.30))
-    head = sd_sphere(p, 0.30, (0.0, 0.0, 0.33))
-    # nose: a cone along +x from the head's front
-    q = torch.stack([p[..., 1], p[..., 2] - 0.33, p[..., 0]], -1)  # x becomes the cone axis
-    nose = sd_cone_z(q, 0.08, 0.20, 0.52)
-    return _union(body, head, nose)
+def _from_parts(shape: str, without: Tuple[str, ...] = ()) -> Callable[[Tensor], Tensor]:
+    parts = [f for name, f in PARTS[shape].items() if name not in without]
+    return lambda p: _union(*[f(p) for f in parts])
 
 
 SDFS: Dict[str, Callable[[Tensor], Tensor]] = {
@@ -172,15 +186,20 @@ SDFS: Dict[str, Callable[[Tensor], Tensor]] = {
     "cylinder": lambda p: sd_cylinder_z(p, 0.45, 0.55),
     "cone": lambda p: sd_cone_z(p, 0.55, -0.5, 0.6),
     "torus": lambda p: sd_torus(p, 0.45, 0.22),
-    "mug": _mug,
-    "chair": _chair,
-    "snowman": _snowman,
+    **{shape: _from_parts(shape) for shape in PARTS},
 }
 
 
-def sdf(shape: str, p: Tensor) -> Tensor:
-    """Signed distance (negative inside) of ``shape`` at points ``p`` (..., 3)."""
-    return SDFS[shape](p)
+def sdf(shape: str, p: Tensor, without: Tuple[str, ...] = ()) -> Tensor:
+    """Signed distance (negative inside) of ``shape`` at points ``p`` (..., 3); ``without``
+    names parts of ``PARTS[shape]`` to leave out (an object with a missing part)."""
+    if not without:
+        return SDFS[shape](p)
+    unknown = set(without) - set(PARTS.get(shape, {}))
+    if unknown:
+        raise ValueError(f"{shape} has no part(s) {sorted(unknown)}; "
+                         f"its parts: {sorted(PARTS.get(shape, {}))}")  # fmt: skip
+    return _from_parts(shape, tuple(without))(p)
 
 
 def pattern_mask(pattern: str, p: Tensor) -> Tensor:

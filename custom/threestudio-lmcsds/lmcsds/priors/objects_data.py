@@ -88,7 +88,8 @@ def render_views(
         rng = random.Random(int(torch.randint(0, 2**31, (1,), generator=gen)))
         cams = sample_cameras(dist, n, gen, rng)
         diffuse = torch.rand(n, generator=gen) >= ALBEDO_PROB
-        rgb = render(specs[i], cams, resolution, shading=diffuse).rgb
+        shading = ["diffuse" if d else "albedo" for d in diffuse]
+        rgb = render(specs[i], cams, resolution, shading=shading).rgb
         parts.append(
             dict(
                 images=(rgb * 255).round().clamp(0, 255).to(torch.uint8),

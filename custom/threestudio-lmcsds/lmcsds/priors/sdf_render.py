@@ -1,12 +1,12 @@
 """Sphere tracing of the procedural objects with threestudio's shading.
 
 Colour = albedo * (ambient + diffuse * max(0, n . l)) with a point light (threestudio's
-``diffuse-with-point-light-material`` in its "diffuse" mode), or the albedo alone ("albedo"
-mode), on a solid backdrop. Pixels are anti-aliased by rendering ``supersample``^2 rays per pixel.
+``diffuse-with-point-light-material`` in its "diffuse" mode), the albedo alone ("albedo"
+mode), or the light alone on a white object ("textureless"), on a solid backdrop. Pixels are anti-aliased by rendering ``supersample``^2 rays per pixel.
 """
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -28,8 +28,16 @@ class Render:
 
 
 @torch.no_grad()
-def trace(shape: str, rays_o: Tensor, rays_d: Tensor, steps: int = 96, eps: float = 1e-3) -> tuple:
-    """Sphere-trace rays (N, 3) against ``shape``; returns (hit (N,), t (N,), points (N, 3))."""
+def trace(
+    shape: str,
+    rays_o: Tensor,
+    rays_d: Tensor,
+    steps: int = 96,
+    eps: float = 1e-3,
+    without: Tuple[str, ...] = (),
+) -> tuple:
+    """Sphere-trace rays (N, 3) against ``shape`` (less the parts ``without``); returns
+    (hit (N,), t (N,), points (N, 3))."""
     # start where the ray enters the bounding sphere
     b = (rays_o * rays_d).sum(-1)
     c = (rays_o * rays_o).sum(-1) - BOUND**2
@@ -42,7 +50,7 @@ def trace(shape: str, rays_o: Tensor, rays_d: Tensor, steps: int = 96, eps: floa
         if not alive.any():
             break
         idx = alive.nonzero().squeeze(1)
-        d = sdf(shape, rays_o[idx] + t[idx, None] * rays_d[idx])
+        d = sdf(shape, rays_o[idx] + t[idx, None] * rays_d[idx], without)
         t[idx] = t[idx] + 0.9 * d  # 0.9: safety for the unions' inexact distances
         done = d < eps
         hit[idx[done]] = True
@@ -50,13 +58,17 @@ def trace(shape: str, rays_o: Tensor, rays_d: Tensor, steps: int = 96, eps: floa
     return hit, t, rays_o + t[:, None] * rays_d
 
 
-def normals(shape: str, p: Tensor, h: float = 1e-3) -> Tensor:
+def normals(shape: str, p: Tensor, h: float = 1e-3, without: Tuple[str, ...] = ()) -> Tensor:
     """Unit outward normals by central differences of the SDF."""
     offsets = torch.eye(3, dtype=p.dtype) * h
     grad = torch.stack(
-        [sdf(shape, p + offsets[i]) - sdf(shape, p - offsets[i]) for i in range(3)], -1
-    )
+        [sdf(shape, p + offsets[i], without) - sdf(shape, p - offsets[i], without)
+         for i in range(3)], -1
+    )  # fmt: skip
     return F.normalize(grad, dim=-1)
+
+
+SHADINGS = ("diffuse", "albedo", "textureless")  # the material's coloured shading modes
 
 
 @torch.no_grad()
@@ -65,26 +77,31 @@ def render(
     cameras: Cameras,
     resolution: int = 32,
     supersample: int = 2,
-    shading: Optional[Tensor] = None,
+    shading: Optional[Sequence[str]] = None,
     background: float = 0.0,
+    without: Tuple[str, ...] = (),
 ) -> Render:
-    """Render ``spec`` from every camera. ``shading``: (B,) bool, True = diffuse (default all),
-    False = albedo only, as the material's two coloured modes."""
+    """Render ``spec`` from every camera. ``shading``: one of ``SHADINGS`` per camera (default
+    all "diffuse"), as the material's modes; ``without``: parts of the object left out."""
     n, res = len(cameras), resolution * supersample
     rays_o, rays_d = rays(cameras, res, res)
     rays_o, rays_d = rays_o.reshape(-1, 3), rays_d.reshape(-1, 3)
-    hit, t, p = trace(spec.shape, rays_o, rays_d)
+    modes = ["diffuse"] * n if shading is None else list(shading)
+    if len(modes) != n or set(modes) - set(SHADINGS):
+        raise ValueError(f"shading: need one of {SHADINGS} per camera ({n}), got {modes}")
+    hit, t, p = trace(spec.shape, rays_o, rays_d, without=without)
     rgb = torch.full((len(hit), 3), float(background))
     depth = torch.full((len(hit),), float("inf"))
     if hit.any():
         ph = p[hit]
         base = albedo(spec, ph)
         light = cameras.light_positions[:, None, :].expand(n, res * res, 3).reshape(-1, 3)[hit]
-        lambert = (normals(spec.shape, ph) * F.normalize(light - ph, dim=-1)).sum(-1).clamp(min=0)
-        lit = base * (AMBIENT + DIFFUSE * lambert[:, None])
-        diffuse = torch.ones(n, dtype=torch.bool) if shading is None else shading
-        diffuse = diffuse[:, None].expand(n, res * res).reshape(-1)[hit]
-        rgb[hit] = torch.where(diffuse[:, None], lit, base)
+        lambert = normals(spec.shape, ph, without=without) * F.normalize(light - ph, dim=-1)
+        light_colour = (AMBIENT + DIFFUSE * lambert.sum(-1).clamp(min=0))[:, None]
+        mode = torch.tensor([SHADINGS.index(m) for m in modes])
+        mode = mode[:, None].expand(n, res * res).reshape(-1)[hit, None]
+        rgb[hit] = torch.where(mode == 0, base * light_colour,
+                               torch.where(mode == 1, base, light_colour.expand_as(base)))  # fmt: skip
         depth[hit] = t[hit]
     rgb = rgb.view(n, res, res, 3).permute(0, 3, 1, 2)
     mask = hit.float().view(n, 1, res, res)

@@ -1,0 +1,236 @@
+"""The benchmark run: train every (prompt, guidance, seed) through ``launch.py``, score each
+final asset, write the tables. Finished runs and their scores are reused."""
+
+import json
+import os
+import shlex
+import time
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from ...priors.objects3d import ObjectSpec, parse_caption
+from ...priors.objects_data import HELD_OUT
+from ..compare import _steps_done, check_threestudio_dir, launch, write_config
+from .report import save_renders, write_results
+from .runs import (
+    PROMPTS,
+    QUICK_GUIDANCES,
+    QUICK_PROMPTS,
+    BenchRun,
+    guidance_runs,
+    parse_seeds,
+    slug,
+)
+from .scoring import final_test_views, non_finite_steps, score_run
+from .truth import ground_truth
+
+DEFAULT_REFERENCE = "lmc-sds-w10"
+CLASSIFIER = "load/lmcsds/priors/objects-classifier.safetensors"
+
+
+def _in_slots(jobs: int, work, items) -> None:
+    """``work(slot, *item)`` for every item, ``jobs`` at a time (slot: the progress bar's line)."""
+    if jobs <= 1:
+        for item in items:
+            work(0, *item)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+    from queue import Queue
+
+    slots: Queue = Queue()
+    for j in range(jobs):
+        slots.put(j)
+
+    def in_slot(item):
+        j = slots.get()
+        try:
+            work(j, *item)
+        finally:
+            slots.put(j)
+
+    with ThreadPoolExecutor(jobs) as pool:
+        for f in [pool.submit(in_slot, item) for item in items]:
+            f.result()
+
+
+def bench3d(
+    run_dir: Path,
+    base_config: Path,
+    out: Path,
+    steps: int,
+    prompts: Sequence[ObjectSpec] = PROMPTS,
+    guidances: Optional[Sequence[str]] = None,
+    seeds: Sequence[int] = (0,),
+    views: int = 24,
+    classifier_path: str = CLASSIFIER,
+    overrides: Sequence[str] = (),
+    force: bool = False,
+    jobs: int = 1,
+    reference: Optional[str] = DEFAULT_REFERENCE,
+) -> List[dict]:
+    from omegaconf import OmegaConf
+
+    from ...priors.objects_classifier import load_object_classifier
+
+    run_dir, out = check_threestudio_dir(run_dir), out.resolve()
+    if not Path(classifier_path).is_file():
+        raise FileNotFoundError(f"--classifier {classifier_path} not found: train it with "
+                                f"`python -m lmcsds.priors.objects_classifier`")  # fmt: skip
+    classifier = load_object_classifier(classifier_path)
+    base = OmegaConf.load(base_config)
+    effective = OmegaConf.merge(base, OmegaConf.from_dotlist([o for o in overrides if "=" in o]))
+    runs = guidance_runs(OmegaConf.to_container(base.system.guidance, resolve=False), seeds, steps)
+    if guidances:
+        unknown = set(guidances) - {r.spec.label for r in runs}
+        if unknown:
+            raise ValueError(f"unknown guidance(s) {sorted(unknown)}; choose from "
+                             f"{sorted({r.spec.label for r in runs})}")  # fmt: skip
+        runs = [r for r in runs if r.spec.label in guidances]
+    (out / "configs").mkdir(parents=True, exist_ok=True)
+    (out / "logs").mkdir(exist_ok=True)
+    configs = {r.spec.label: write_config(base_config, r.spec, out / "configs" / f"{r.spec.label}.yaml")
+               for r in runs}  # fmt: skip
+    todo = [(spec, run) for spec in prompts for run in runs
+            if force or _steps_done(out / "runs" / slug(spec) / run.name) < steps]  # fmt: skip
+
+    def train(job: int, spec: ObjectSpec, run: BenchRun) -> None:
+        trial = out / "runs" / slug(spec) / run.name
+        common = [
+            f"exp_root_dir={out / 'runs'}", f"name={slug(spec)}", f"tag={run.name}",
+            "use_timestamp=false", f"seed={run.seed}", f"trainer.max_steps={steps}",
+            f"system.prompt_processor.prompt={spec.caption()}",
+            f"data.n_test_views={views + 1}", *overrides,
+        ]  # fmt: skip
+        if jobs == 1:
+            print(f"== {slug(spec)}/{run.name}: {run.spec.note}")
+        start = time.time()
+        launch(run_dir, configs[run.spec.label], common,
+               out / "logs" / f"{slug(spec)}-{run.name}.log", steps, f"{slug(spec)}/{run.name}",
+               trial, threads=max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None,
+               position=job if jobs > 1 else None)  # fmt: skip
+        (trial / "wall_time.json").write_text(
+            json.dumps({"wall_s": time.time() - start, "jobs": jobs})
+        )
+        (trial / "scores.json").unlink(missing_ok=True)
+
+    _in_slots(jobs, train, todo)
+
+    rows = []
+    for spec in prompts:
+        truth = ground_truth(spec, views, effective.data)
+        finished = []
+        for run in runs:
+            trial = out / "runs" / slug(spec) / run.name
+            scores_path = trial / "scores.json"
+            if not scores_path.is_file():
+                row = score_run(trial, spec, truth, classifier)
+                row["non_finite"] = non_finite_steps(trial)
+                wall = trial / "wall_time.json"
+                row["wall_s"] = (
+                    json.loads(wall.read_text())["wall_s"] if wall.is_file() else float("nan")
+                )
+                scores_path.write_text(json.dumps(row))
+            row = json.loads(scores_path.read_text())
+            row.update(prompt=spec.caption(), guidance=run.spec.label, seed=run.seed,
+                       held_out=spec in HELD_OUT)  # fmt: skip
+            rows.append(row)
+            finished.append((run.name, final_test_views(trial, views)[0]))
+        held = " (caption never used in training)" if spec in HELD_OUT else ""
+        save_renders(f"{spec.caption()}{held}", truth.rgb, finished,
+                     out / f"renders-{slug(spec)}.png", views)  # fmt: skip
+    write_results(rows, out, steps, views, reference)
+    write_command(out, run_dir, base_config, steps, prompts, guidances, seeds, views, overrides,
+                  jobs, reference)  # fmt: skip
+    return rows
+
+
+def write_command(out, run_dir, base_config, steps, prompts, guidances, seeds, views, overrides,
+                  jobs=1, reference=DEFAULT_REFERENCE) -> None:  # fmt: skip
+    cmd = ["LMCSDS_DEVICE=cpu", "python", "-m", "lmcsds", "bench3d", "--threestudio",
+           str(run_dir), "--config", str(base_config), "--out", str(out), "--steps", str(steps),
+           "--prompts", ";".join(p.caption() for p in prompts), "--seeds",
+           ",".join(map(str, seeds)), "--views", str(views)]  # fmt: skip
+    if guidances:
+        cmd += ["--guidances", ",".join(guidances)]
+    if reference != DEFAULT_REFERENCE:
+        cmd += ["--reference", str(reference)]
+    if jobs > 1:
+        cmd += ["--jobs", str(jobs)]
+    cmd += list(overrides)
+    (out / "COMMAND.md").write_text(
+        "Made with:\n\n    "
+        + " ".join(shlex.quote(c) if i > 0 else c for i, c in enumerate(cmd))
+        + "\n"
+    )
+
+
+def oracle_report(base_config: Path, out: Path, prompts: Sequence[ObjectSpec], views: int,
+                  classifier_path: str = CLASSIFIER) -> str:  # fmt: skip
+    """Every metric on the truth and its known failures (``oracles.py``), as a markdown table."""
+    from omegaconf import OmegaConf
+
+    from ...priors.objects_classifier import load_object_classifier
+    from .oracles import score_oracles
+    from .report import HEADLINE, _table
+
+    classifier = load_object_classifier(classifier_path)
+    data = OmegaConf.load(base_config).data
+    keys = [k for k, _ in HEADLINE] + ["volume_iou", "delta_e_mean", "pattern_acc", "view_acc"]
+    text = ["# The 3D metrics on oracles", "",
+            "Fake assets made from the true object, scored through the benchmark's own file "
+            f"path ({views} views; `lmcsds bench3d --oracles`).", ""]  # fmt: skip
+    for spec in prompts:
+        rows = score_oracles(spec, views, data, classifier, out / "oracles" / slug(spec))
+        table = [dict(r, oracle=name) for name, r in rows.items()]
+        text += [f"## {spec.caption()}", "", _table(table, ["oracle"] + keys), ""]
+    (out / "oracles.md").write_text("\n".join(text))
+    return "\n".join(text)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--threestudio", default=".", help="threestudio folder with the extension")
+    p.add_argument("--config", default="configs/lmcsds-dreamfusion-cpu.yaml",
+                   help="base config (LMC-SDS on the procedural-object prior); guidance swapped")  # fmt: skip
+    p.add_argument("--out", required=True, help="output folder (reused runs are kept there)")
+    p.add_argument("--quick", action="store_true",
+                   help=f"{len(QUICK_PROMPTS)} prompts x {', '.join(QUICK_GUIDANCES)}")  # fmt: skip
+    p.add_argument("--steps", type=int, default=400, help="training steps per run")
+    p.add_argument("--prompts", default=None,
+                   help="';'-separated captions of procedural objects (default: the 8 of PROMPTS)")  # fmt: skip
+    p.add_argument("--guidances", default=None, help="comma-separated subset of the run labels")
+    p.add_argument("--seeds", default="1",
+                   help="a count N (seeds 0..N-1) or distinct seeds, e.g. 0,5,9; folders "
+                        "<guidance>-s<seed>")  # fmt: skip
+    p.add_argument("--reference", default=DEFAULT_REFERENCE,
+                   help="guidance the paired-difference table subtracts")  # fmt: skip
+    p.add_argument("--views", type=int, default=24, help="orbit views scored per asset")
+    p.add_argument("--classifier", default=CLASSIFIER,
+                   help="procedural-object classifier (shape, colour, pattern, view)")  # fmt: skip
+    p.add_argument("--force", action="store_true", help="re-run finished runs")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs trained at once, sharing the CPU cores (2 on a 2-core machine: "
+                        "~1.35x the throughput; wall times are then per run under that load)")  # fmt: skip
+    p.add_argument("--oracles", action="store_true",
+                   help="score the truth and its known failures instead (no training): "
+                        "OUT/oracles.md")  # fmt: skip
+    p.add_argument("overrides", nargs="*", help="extra threestudio overrides, key=value")
+
+
+def run(args) -> None:
+    prompts = QUICK_PROMPTS if args.quick else PROMPTS
+    if args.prompts:
+        prompts = [parse_caption(p) for p in args.prompts.split(";") if p.strip()]
+    if args.oracles:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        print(
+            oracle_report(Path(args.config), Path(args.out), prompts, args.views, args.classifier)
+        )
+        return
+    guidances = QUICK_GUIDANCES if args.quick else None
+    if args.guidances:
+        guidances = [g for g in args.guidances.split(",") if g]
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+    bench3d(Path(args.threestudio), Path(args.config), Path(args.out), args.steps, prompts,
+            guidances, parse_seeds(args.seeds), args.views, args.classifier, args.overrides,
+            args.force, args.jobs, args.reference)  # fmt: skip
