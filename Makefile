@@ -10,7 +10,7 @@ test:
 	$(PY) -m pytest -q tests
 
 # the unit tests (no launch.py runs, no training): under a minute
-FAST_TESTS := gradients noise step checkpoint metrics metrics3d term_bias objects3d threestudio setup cli
+FAST_TESTS := gradients noise step checkpoint metrics metrics3d stats term_bias objects3d threestudio setup cli
 test-fast:
 	$(PY) -m pytest -q $(foreach t,$(FAST_TESTS),tests/test_$(t).py)
 

@@ -4,6 +4,7 @@ final asset, write the tables. Finished runs and their scores are reused."""
 import json
 import os
 import shlex
+import tempfile
 import time
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -13,9 +14,11 @@ from ...priors.objects_data import HELD_OUT
 from ..compare import _steps_done, check_threestudio_dir, launch, write_config
 from .report import save_renders, write_results
 from .runs import (
+    BUDGET,
     PROMPTS,
     QUICK_GUIDANCES,
     QUICK_PROMPTS,
+    QUICK_STEPS,
     BenchRun,
     guidance_runs,
     parse_seeds,
@@ -26,6 +29,12 @@ from .truth import ground_truth
 
 DEFAULT_REFERENCE = "lmc-sds-w10"
 CLASSIFIER = "load/lmcsds/priors/objects-classifier.safetensors"
+
+
+def run_defaults(steps: int) -> List[str]:
+    """Overrides of every benchmark run (before the user's): only the final test pass is
+    scored, so validation runs once at the end and no guidance images are saved."""
+    return [f"trainer.val_check_interval={steps}", "system.guidance_eval_every=0"]
 
 
 def _in_slots(jobs: int, work, items) -> None:
@@ -57,7 +66,7 @@ def bench3d(
     run_dir: Path,
     base_config: Path,
     out: Path,
-    steps: int,
+    steps: int = BUDGET,
     prompts: Sequence[ObjectSpec] = PROMPTS,
     guidances: Optional[Sequence[str]] = None,
     seeds: Sequence[int] = (0,),
@@ -99,7 +108,7 @@ def bench3d(
             f"exp_root_dir={out / 'runs'}", f"name={slug(spec)}", f"tag={run.name}",
             "use_timestamp=false", f"seed={run.seed}", f"trainer.max_steps={steps}",
             f"system.prompt_processor.prompt={spec.caption()}",
-            f"data.n_test_views={views + 1}", *overrides,
+            f"data.n_test_views={views + 1}", *run_defaults(steps), *overrides,
         ]  # fmt: skip
         if jobs == 1:
             print(f"== {slug(spec)}/{run.name}: {run.spec.note}")
@@ -179,10 +188,11 @@ def oracle_report(base_config: Path, out: Path, prompts: Sequence[ObjectSpec], v
     text = ["# The 3D metrics on oracles", "",
             "Fake assets made from the true object, scored through the benchmark's own file "
             f"path ({views} views; `lmcsds bench3d --oracles`).", ""]  # fmt: skip
-    for spec in prompts:
-        rows = score_oracles(spec, views, data, classifier, out / "oracles" / slug(spec))
-        table = [dict(r, oracle=name) for name, r in rows.items()]
-        text += [f"## {spec.caption()}", "", _table(table, ["oracle"] + keys), ""]
+    with tempfile.TemporaryDirectory() as trials:  # the fake trial folders
+        for spec in prompts:
+            rows = score_oracles(spec, views, data, classifier, Path(trials) / slug(spec))
+            table = [dict(r, oracle=name) for name, r in rows.items()]
+            text += [f"## {spec.caption()}", "", _table(table, ["oracle"] + keys), ""]
     (out / "oracles.md").write_text("\n".join(text))
     return "\n".join(text)
 
@@ -193,8 +203,11 @@ def add_arguments(p) -> None:
                    help="base config (LMC-SDS on the procedural-object prior); guidance swapped")  # fmt: skip
     p.add_argument("--out", required=True, help="output folder (reused runs are kept there)")
     p.add_argument("--quick", action="store_true",
-                   help=f"{len(QUICK_PROMPTS)} prompts x {', '.join(QUICK_GUIDANCES)}")  # fmt: skip
-    p.add_argument("--steps", type=int, default=400, help="training steps per run")
+                   help=f"a smoke test: {len(QUICK_PROMPTS)} prompts x {', '.join(QUICK_GUIDANCES)}, "
+                        f"{QUICK_STEPS} steps (about 10 minutes with --jobs 2)")  # fmt: skip
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"training steps per run (default {BUDGET}: the budget where the ceiling "
+                        f"shows detail; {QUICK_STEPS} with --quick)")  # fmt: skip
     p.add_argument("--prompts", default=None,
                    help="';'-separated captions of procedural objects (default: the 8 of PROMPTS)")  # fmt: skip
     p.add_argument("--guidances", default=None, help="comma-separated subset of the run labels")
@@ -231,6 +244,7 @@ def run(args) -> None:
         guidances = [g for g in args.guidances.split(",") if g]
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
-    bench3d(Path(args.threestudio), Path(args.config), Path(args.out), args.steps, prompts,
+    steps = args.steps or (QUICK_STEPS if args.quick else BUDGET)
+    bench3d(Path(args.threestudio), Path(args.config), Path(args.out), steps, prompts,
             guidances, parse_seeds(args.seeds), args.views, args.classifier, args.overrides,
             args.force, args.jobs, args.reference)  # fmt: skip
