@@ -105,5 +105,8 @@ def test_the_ceilings_loss_is_half_the_squared_error_to_the_truth(cpu_threestudi
     torch.testing.assert_close(out["loss_sds"], by_hand)
     out["loss_sds"].backward()
     torch.testing.assert_close(rgb.grad, 2 * ((rgb * 2 - 1) - (truth * 2 - 1)).detach() / 2)
+    b.pop("shading")  # threestudio's own dreamfusion-system passes none
+    with pytest.raises(ValueError, match="lmcsds-dreamfusion-system"):
+        guidance(rgb, None, **b)
     with pytest.raises(ValueError, match="names no procedural object"):
         SupervisedGuidance({"object_caption": "a hamburger"})

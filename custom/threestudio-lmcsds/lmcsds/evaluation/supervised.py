@@ -50,7 +50,12 @@ class SupervisedGuidance(BaseObject):
         if height != width:
             raise ValueError(f"supervised ceiling: square renders only, got {height}x{width}")
         cams = cameras_from_batch(batch)
-        shading = [batch.get("shading") or "diffuse"] * len(cams)
+        if "shading" not in batch:
+            raise ValueError(
+                "lmcsds-supervised-guidance needs the batch's shading mode, which "
+                "system_type lmcsds-dreamfusion-system passes; set system_type to it"
+            )
+        shading = [batch["shading"]] * len(cams)
         out = render(self.spec, cams, height, self.cfg.supersample, shading)
         return out.rgb.permute(0, 2, 3, 1)
 
