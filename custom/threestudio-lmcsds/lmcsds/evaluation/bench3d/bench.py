@@ -204,7 +204,7 @@ def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="output folder (reused runs are kept there)")
     p.add_argument("--quick", action="store_true",
                    help=f"a smoke test: {len(QUICK_PROMPTS)} prompts x {', '.join(QUICK_GUIDANCES)}, "
-                        f"{QUICK_STEPS} steps (about 10 minutes with --jobs 2)")  # fmt: skip
+                        f"{QUICK_STEPS} steps, one seed")  # fmt: skip
     p.add_argument("--steps", type=int, default=None,
                    help=f"training steps per run (default {BUDGET}: the budget where the ceiling "
                         f"shows detail; {QUICK_STEPS} with --quick)")  # fmt: skip
