@@ -34,9 +34,10 @@ echo
 "$VENV/bin/python" - <<'PY'
 import importlib, pkgutil, lmcsds
 skip = {"lmcsds.adapter.guidance", "lmcsds.adapter.dense_renderer",
-        "lmcsds.adapter.prompt_processor", "lmcsds.adapter.system",  # threestudio
-        "lmcsds.__main__"}  # runs the command
-names = [m.name for m in pkgutil.walk_packages(lmcsds.__path__, "lmcsds.") if m.name not in skip]
+        "lmcsds.adapter.prompt_processor", "lmcsds.adapter.system",
+        "lmcsds.evaluation.supervised"}  # threestudio components
+names = [m.name for m in pkgutil.walk_packages(lmcsds.__path__, "lmcsds.")
+         if m.name not in skip and not m.name.endswith(".__main__")]  # __main__ runs a command
 for name in names:
     importlib.import_module(name)
 print(f"check_install: {len(names)} modules import")
