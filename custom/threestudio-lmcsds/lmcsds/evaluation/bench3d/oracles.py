@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...priors.cameras import rays
-from ...priors.objects3d import PARTS, ObjectSpec, albedo
+from ...priors.objects3d import ObjectSpec, albedo
 from ...priors.sdf_render import render, trace
-from .truth import Truth, eval_cameras, ground_truth, occupancy, quantise_8bit
+from .truth import Truth, ground_truth, occupancy, quantise_8bit
 
 GRID, RADIUS = 64, 1.0
 SOLID_DENSITY = 50.0  # opaque over a hundredth of the scene

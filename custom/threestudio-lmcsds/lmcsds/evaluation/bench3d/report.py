@@ -105,8 +105,10 @@ def _table(rows: List[dict], keys: List[str], cells=None) -> str:
     return "\n".join(lines + ["| " + " | ".join(cells(r, k) for k in keys) + " |" for r in rows])
 
 
-def summary_markdown(rows: List[dict], steps: int, views: int, reference: Optional[str]) -> str:
-    summary = summarise(rows)
+def summary_markdown(
+    rows: List[dict], summary: List[dict], diffs: Optional[List[dict]], steps: int, views: int,
+    reference: Optional[str],
+) -> str:  # fmt: skip
     prompts = len({r["prompt"] for r in rows})
     seeds = sorted({r["seed"] for r in rows})
     head = ["guidance", "runs"] + [k for k, _ in HEADLINE]
@@ -122,8 +124,7 @@ def summary_markdown(rows: List[dict], steps: int, views: int, reference: Option
         _table(summary, ["guidance", "seeds", "iou_held_out", "diversity"] + SECONDARY), "",
         f"chroma of the true objects' renders: {np.nanmean([r['chroma_true'] for r in rows]):.1f}",
     ]  # fmt: skip
-    if reference and reference in {r["guidance"] for r in rows}:
-        diffs = paired(rows, reference)
+    if diffs is not None:
         text += [
             "", f"## Paired differences to `{reference}`", "",
             f"Each guidance minus `{reference}` on the same prompt and seed: mean [95% "
@@ -154,13 +155,14 @@ def write_results(rows: List[dict], out: Path, steps: int, views: int,
         w = csv.DictWriter(f, skeys, extrasaction="ignore")
         w.writeheader()
         w.writerows(summary)
+    diffs = None
     if reference and reference in {r["guidance"] for r in rows}:
         diffs = paired(rows, reference)
         with open(out / "paired.csv", "w", newline="") as f:
             w = csv.DictWriter(f, list(diffs[0]) if diffs else ["guidance"], extrasaction="ignore")
             w.writeheader()
             w.writerows(diffs)
-    (out / "summary.md").write_text(summary_markdown(rows, steps, views, reference))
+    (out / "summary.md").write_text(summary_markdown(rows, summary, diffs, steps, views, reference))
     plot_summary(summary, out / "summary.png")
     plot_iou_grid(rows, out / "iou.png")
 
