@@ -158,20 +158,27 @@ def test_part_recall_by_hand():
 
 def test_bench_runs_per_seed():
     """--seeds: every guidance (the ceiling and fixed eps included) over the same seeds."""
-    from lmcsds.evaluation.bench3d import FIXED_EPS, SUPERVISED, guidance_runs
+    from lmcsds.evaluation.bench3d import DEFAULT_GUIDANCES, FIXED_EPS, SUPERVISED, guidance_runs
     from lmcsds.evaluation.bench3d.runs import parse_seeds
 
     guidance = {"pretrained_model_name_or_path": "p", "loss_type": "lmc-sds"}
     one, three = guidance_runs(guidance), guidance_runs(guidance, parse_seeds("3"))
     assert len(one) == 13 and {r.seed for r in one} == {0}
     assert one[0].spec.label == SUPERVISED and FIXED_EPS in {r.spec.label for r in one}
+    # a plain run: the ceiling first, every label a real run, NFSD and CSD only on request
+    assert DEFAULT_GUIDANCES[0] == SUPERVISED and len(set(DEFAULT_GUIDANCES)) == 10
+    assert set(DEFAULT_GUIDANCES) < {r.spec.label for r in one}
+    assert not any(g.startswith(("nfsd", "csd")) for g in DEFAULT_GUIDANCES)
     assert len(three) == 13 * 3
     assert sorted(r.name for r in three if r.spec.label == "lmc-sds-w10") == [
         "lmc-sds-w10-s0", "lmc-sds-w10-s1", "lmc-sds-w10-s2"]  # fmt: skip
     assert [r.seed for r in guidance_runs(guidance, parse_seeds("5,9"))][:2] == [5, 9]
+    assert parse_seeds("0,") == [0]  # seed 0 alone, as the count error suggests
     for bad in ("0", "1,1", "x", "-1,2"):
         with pytest.raises(ValueError, match="--seeds"):
             parse_seeds(bad)
+    with pytest.raises(ValueError, match="--seeds 0,"):
+        parse_seeds("0")
 
 
 def test_bench_baseline_runs_use_their_published_settings(tmp_path):

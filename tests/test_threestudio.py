@@ -303,9 +303,10 @@ def test_perp_neg_gradient_equals_the_formula(
     torch.testing.assert_close(rgb.grad.permute(0, 3, 1, 2), g, atol=1e-4, rtol=1e-4)
 
 
-def test_sds_with_perp_neg_equals_threestudios_builtin(workdir, cpu_threestudio, tmp_path):
-    """Where the two overlap: loss_type sds, w(t) = 1 - abar, no 1/omega, omega = the built-in's
-    Perp-Neg scale, on a 64-px prior (the built-in always works at 64 px)."""
+def _perp_neg_builtin_and_ours(cpu_threestudio, tmp_path, azimuth, elevation):
+    """Gradients of the built-in and of our ``sds`` (w = 1 - abar, no 1/omega, omega = the
+    built-in's scale) with Perp-Neg prompts on a 64-px prior (the built-in always works at 64
+    px), for cameras at ``azimuth`` / ``elevation``; also the Perp-Neg weights they saw."""
     from lmcsds.core.if_factory import IFShape, build_if_pipeline
 
     from .conftest import TINY_PROMPTS
@@ -317,16 +318,49 @@ def test_sds_with_perp_neg_equals_threestudios_builtin(workdir, cpu_threestudio,
     builtin = cpu_threestudio.find("deep-floyd-guidance")(dict(common, guidance_scale=7.0))
     ours = make_guidance(cpu_threestudio, prior_dir, tmp_path / "unused", loss_type="sds",
                          guidance_scale=7.0, scale_by_omega=False, weighting_strategy="sds")  # fmt: skip
-    prompt_utils, batch = system_inputs(cpu_threestudio, prior_dir, size=64, use_perp_neg=True)
+    n = len(azimuth)
+    prompt_utils, batch = system_inputs(
+        cpu_threestudio, prior_dir, batch_size=n, size=64, use_perp_neg=True
+    )
+    batch["azimuth"], batch["elevation"] = torch.tensor(azimuth), torch.tensor(elevation)
+    _, weights = prompt_utils.get_text_embeddings_perp_neg(
+        batch["elevation"], batch["azimuth"], batch["camera_distances"], True
+    )
     grads = []
     for guidance in (builtin, ours):
         # an NCHW-contiguous render: the built-in's randn_like then draws what randn draws
-        rgb = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+        rgb = torch.rand(n, 3, 64, 64, generator=torch.Generator().manual_seed(1))
         rgb = rgb.permute(0, 2, 3, 1).requires_grad_()
         torch.manual_seed(5)  # both draw t, then the noise
         guidance(rgb, prompt_utils, **batch)["loss_sds"].backward()
         grads.append(rgb.grad)
-    torch.testing.assert_close(grads[1], grads[0], atol=1e-5, rtol=1e-4)
+    return grads[0], grads[1], weights
+
+
+def test_sds_with_perp_neg_equals_threestudios_builtin_for_one_image(
+    workdir, cpu_threestudio, tmp_path
+):
+    """Where the two overlap: one image (see the next test), a camera between front and side
+    where both negative prompts carry weight, so the negatives enter the comparison."""
+    builtin, ours, weights = _perp_neg_builtin_and_ours(cpu_threestudio, tmp_path, [30.0], [10.0])
+    assert (weights != 0).all() and weights.shape == (1, 2)
+    torch.testing.assert_close(ours, builtin, atol=1e-5, rtol=1e-4)
+
+
+def test_builtin_perp_neg_pairs_negatives_with_another_images_input(
+    workdir, cpu_threestudio, tmp_path
+):
+    """With several images the built-in stacks the noisy images batch after batch but the
+    negative prompts image by image, so with two images and two negatives each image's second
+    or first negative is evaluated at the other image's noisy input and timestep
+    (docs/baselines.md): the two then disagree on both images. Our per-image pairing is pinned
+    against a hand-written reference in test_perp_neg_gradient_equals_the_formula."""
+    builtin, ours, weights = _perp_neg_builtin_and_ours(
+        cpu_threestudio, tmp_path, [30.0, 120.0], [10.0, 20.0]
+    )
+    assert (weights != 0).all()
+    rel = (ours - builtin).flatten(1).norm(dim=1) / builtin.flatten(1).norm(dim=1)
+    assert (rel > 0.05).all(), rel
 
 
 def _draws(guidance, rgb):

@@ -30,6 +30,7 @@ in the first row), ``per_prompt.md/csv``, ``summary.md/csv``, ``paired.csv``, ``
 from ...commands import module_main
 from .bench import add_arguments, bench3d, oracle_report, run
 from .runs import (
+    DEFAULT_GUIDANCES,
     FIXED_EPS,
     PROMPTS,
     QUICK_GUIDANCES,
@@ -40,7 +41,7 @@ from .runs import (
 )
 
 __all__ = ["bench3d", "oracle_report", "guidance_runs", "slug", "PROMPTS", "QUICK_PROMPTS",
-           "QUICK_GUIDANCES", "FIXED_EPS", "SUPERVISED", "add_arguments", "run", "main"]  # fmt: skip
+           "QUICK_GUIDANCES", "DEFAULT_GUIDANCES", "FIXED_EPS", "SUPERVISED", "add_arguments", "run", "main"]  # fmt: skip
 
 
 def main(argv=None) -> None:

@@ -15,6 +15,7 @@ from ..compare import _steps_done, check_threestudio_dir, launch, write_config
 from .report import save_renders, write_results
 from .runs import (
     BUDGET,
+    DEFAULT_GUIDANCES,
     PROMPTS,
     QUICK_GUIDANCES,
     QUICK_PROMPTS,
@@ -210,7 +211,8 @@ def add_arguments(p) -> None:
                         f"shows detail; {QUICK_STEPS} with --quick)")  # fmt: skip
     p.add_argument("--prompts", default=None,
                    help="';'-separated captions of procedural objects (default: the 8 of PROMPTS)")  # fmt: skip
-    p.add_argument("--guidances", default=None, help="comma-separated subset of the run labels")
+    p.add_argument("--guidances", default=None,
+                   help=f"comma-separated run labels, or 'all' (default: {','.join(DEFAULT_GUIDANCES)})")  # fmt: skip
     p.add_argument("--seeds", default="1",
                    help="a count N (seeds 0..N-1) or distinct seeds, e.g. 0,5,9; folders "
                         "<guidance>-s<seed>")  # fmt: skip
@@ -239,8 +241,10 @@ def run(args) -> None:
             oracle_report(Path(args.config), Path(args.out), prompts, args.views, args.classifier)
         )
         return
-    guidances = QUICK_GUIDANCES if args.quick else None
-    if args.guidances:
+    guidances = QUICK_GUIDANCES if args.quick else DEFAULT_GUIDANCES
+    if args.guidances == "all":
+        guidances = None
+    elif args.guidances:
         guidances = [g for g in args.guidances.split(",") if g]
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")

@@ -25,6 +25,11 @@ BUDGET, QUICK_STEPS = 1600, 400
 CSD_NEGATIVE_PROMPT = "oversaturated color, ugly, tiling, low quality, noisy"  # its IF config
 QUICK_GUIDANCES = ["supervised", "sds-w21", "lmc-sds-w10"]
 FIXED_EPS = "lmc-sds-fixed-w20"
+# a plain run: the ceiling, SDS (built-in and at the prior's resolution), LMC-SDS and the
+# variants its paper compares with; NFSD and CSD run with --guidances all or by name
+DEFAULT_GUIDANCES = ["supervised", "sds-builtin", "sds-builtin-s100", "sds-w21", "sds-w101",
+                     "lmc-sds-w10", "lmc-sds-w20", FIXED_EPS, "ms-sds-w21",
+                     "lmc-sds-w10-perpneg"]  # fmt: skip
 SUPERVISED = "supervised"
 LMCSDS = "lmc-sds-deep-floyd-guidance"
 
@@ -47,7 +52,8 @@ def parse_seeds(text: str) -> List[int]:
         raise ValueError(f"--seeds {text!r}: give a count (3) or distinct seeds (0,5,9)") from None
     if len(seeds) == 1 and "," not in str(text):
         if seeds[0] < 1:
-            raise ValueError(f"--seeds {text!r}: the count must be >= 1")
+            raise ValueError(f"--seeds {text!r}: a single number is a count (seeds 0..N-1) and "
+                             f"must be >= 1; for seed 0 alone write --seeds 1 or --seeds 0,")  # fmt: skip
         seeds = list(range(seeds[0]))
     if len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
         raise ValueError(f"--seeds {text!r}: seeds must be distinct and >= 0")
