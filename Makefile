@@ -1,7 +1,9 @@
 # Every target runs inside the virtual environment made by `make setup`.
 PY := .venv/bin/python
 
-.PHONY: setup test test-fast demo bench bench-training photos format
+.PHONY: setup test test-fast demo demo-2d bench bench-training photos format
+# where threestudio's launch.py runs (scripts/setup.sh links the extension there)
+RUN_DIR := $(if $(THREESTUDIO_DIR),$(THREESTUDIO_DIR),build/threestudio)
 
 setup:
 	bash scripts/setup.sh
@@ -14,8 +16,17 @@ FAST_TESTS := gradients noise step checkpoint metrics metrics3d stats term_bias 
 test-fast:
 	$(PY) -m pytest -q $(foreach t,$(FAST_TESTS),tests/test_$(t).py)
 
+# the main job on the CPU: text-to-3D through threestudio's launch.py, its built-in SDS against
+# LMC-SDS on the bundled objects prior, beside the true object and the supervised ceiling
+DEMO_PROMPT := a photo of a red checkered mug
 demo: $(PY)
-	$(PY) -m lmcsds.evaluation.demo --out results/demo
+	LMCSDS_DEVICE=cpu $(PY) -m lmcsds compare --threestudio $(RUN_DIR) \
+		--config configs/lmcsds-dreamfusion-cpu.yaml --prompt "$(DEMO_PROMPT)" --steps 400 \
+		--omegas 10 --no-matched --jobs 2 --out results/demo
+
+# image synthesis on the Fashion-MNIST prior (no threestudio)
+demo-2d: $(PY)
+	$(PY) -m lmcsds.evaluation.demo --out results/demo-2d
 
 $(PY):
 	bash scripts/setup.sh

@@ -265,7 +265,7 @@ def _run_dir(tmp_path: Path) -> Path:
     return run
 
 
-def _launch(run: Path, *args: str) -> str:
+def _launch(run: Path, *args: str, ok: bool = True) -> str:
     hook = Path(sysconfig.get_paths()["purelib"]) / "lmcsds_cpu_mode.pth"
     assert hook.exists(), f"{hook} missing: run `make setup` (scripts/setup.sh writes it)"
     env = dict(os.environ, LMCSDS_DEVICE="cpu", PYTHONPATH=str(THREESTUDIO_DIR))
@@ -273,7 +273,7 @@ def _launch(run: Path, *args: str) -> str:
         [sys.executable, "launch.py", *args], cwd=run, env=env, capture_output=True, text=True
     )
     log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-4000:]
+    assert (proc.returncode == 0) == ok, log[-4000:]
     assert "IMPORT FAILED" not in log
     return log
 
@@ -328,40 +328,102 @@ def test_launch_trains_validates_tests_and_resumes_on_cpu(tmp_path):
     assert (save / f"it{step}-0.png").is_file() and (save / f"it{step}-test.mp4").is_file()
 
 
+def test_a_run_whose_renders_stay_non_finite_stops_with_a_clear_message(tmp_path):
+    """A NaN backdrop makes every render NaN: loss_sds stays finite and the renders are
+    counted each step, and after max_non_finite_steps steps the run stops, saying why."""
+    run = _run_dir(tmp_path)
+    log = _launch(
+        run, "--config", str(CPU_CONFIG), "--train", "exp_root_dir=outputs",
+        "use_timestamp=false", "tag=nan", "trainer.max_steps=6",
+        "trainer.val_check_interval=100", "system.renderer.num_samples_per_ray=16",
+        "system.background.color=[.nan,.nan,.nan]", "system.guidance.max_non_finite_steps=3",
+        ok=False,
+    )  # fmt: skip
+    assert "step 0: 1 of 1 renders hold NaN or inf" in log
+    assert "every render has held NaN or inf for 3 steps in a row (since step 0)" in log
+    rows = _metrics(run / "outputs" / "lmcsds-dreamfusion-cpu" / "nan")
+    assert [float(r["train/non_finite_renders"]) for r in rows] == [1.0, 1.0]
+    assert all(float(r["train/loss_sds"]) == 0.0 for r in rows)  # finite: no gradient
+
+
 # --- comparison with the built-in SDS ------------------------------------------------------------
 
 
-def test_compare_runs_builtin_sds_and_lmc_sds_side_by_side(tmp_path):
+def test_compare_on_an_object_prompt_shows_the_truth_the_ceiling_and_3d_scores(tmp_path):
+    """ "a photo of a red cube" names a procedural object: the ceiling joins the built-in SDS,
+    matched SDS and LMC-SDS (two runs at a time), the pictures get the truth's row and the
+    table the 3D benchmark's scores with the objects classifier (the prior's own)."""
     from lmcsds.evaluation.compare import compare
 
     run = _run_dir(tmp_path)
     out = tmp_path / "compare"
     tiny = [
-        "data.n_val_views=1", "data.n_test_views=4", "data.eval_height=32", "data.eval_width=32",
+        "data.n_val_views=1", "data.eval_height=32", "data.eval_width=32",
         "trainer.val_check_interval=2", "system.renderer.num_samples_per_ray=16",
     ]  # fmt: skip
-    rows = compare(run, CPU_CONFIG, "a photo of a red cube", out, steps=2, omegas=[10.0],
-                   overrides=tiny)  # fmt: skip
-    labels = ["sds-builtin", "sds-matched", "lmc-sds-w10"]  # the prior is 32 px: matched SDS too
+    prompt = "a photo of a red cube"
+    rows = compare(run, CPU_CONFIG, prompt, out, steps=2, omegas=[10.0], overrides=tiny, jobs=2,
+                   views=3)  # fmt: skip
+    labels = ["supervised", "sds-builtin", "sds-matched", "lmc-sds-w10"]  # 32 px prior: matched
     assert [r["run"] for r in rows] == labels
-    from omegaconf import OmegaConf
-
     builtin = OmegaConf.load(out / "configs" / "sds-builtin.yaml").system
     assert builtin.guidance_type == "deep-floyd-guidance" and "loss_type" not in builtin.guidance
     matched = OmegaConf.load(out / "configs" / "sds-matched.yaml").system.guidance
     assert matched.loss_type == "sds" and matched.guidance_scale == 21.0  # built-in 20 + 1
+    ceiling = OmegaConf.load(out / "configs" / "supervised.yaml").system
+    assert ceiling.guidance_type == "lmcsds-supervised-guidance"
     for label in labels:  # each went through launch.py with its own guidance
         log = (out / "logs" / f"{label}.log").read_text()
         assert ("Loading Deep Floyd" in log) == (label == "sds-builtin")
-        assert (out / "runs" / "compare" / label / "ckpts" / "last.ckpt").is_file()
+        trial = out / "runs" / "compare" / label
+        assert (trial / "ckpts" / "last.ckpt").is_file()
+        assert len(list((trial / "save" / "it2-test").glob("*.png"))) == 4  # 3 views + repeat
     for name in ("renders.png", "strip.mp4", "curves.png", "metrics.csv", "metrics.md"):
         assert (out / name).stat().st_size > 0
-    for r in rows:  # not a Fashion-MNIST prompt: absolute image statistics
-        assert r["hf_energy"] > 0 and 0 <= r["clipped_fraction"] <= 1 and r["mean_grad_norm"] > 0
-    # a second call reuses the finished runs
+    import imageio.v3 as iio
+
+    assert iio.imread(out / "strip.mp4").shape[2] == 5 * 128  # the truth + 4 runs side by side
+    for r in rows:
+        assert 0 <= r["iou"] <= 1 and r["delta_e_pixel"] >= 0 and r["mean_grad_norm"] > 0
+        assert 0 <= r["shape_acc"] <= 1 and r["non_finite_steps"] == 0
+    assert (
+        "hf_energy" not in rows[0] and "against the true object" in (out / "metrics.md").read_text()
+    )
+    # a second call reuses the finished runs; another prompt in the same folder is refused
     stamps = {p: p.stat().st_mtime_ns for p in (out / "logs").iterdir()}
-    compare(run, CPU_CONFIG, "a photo of a red cube", out, steps=2, omegas=[10.0], overrides=tiny)
+    compare(run, CPU_CONFIG, prompt, out, steps=2, omegas=[10.0], overrides=tiny, views=3)
     assert {p: p.stat().st_mtime_ns for p in (out / "logs").iterdir()} == stamps
+    with pytest.raises(ValueError, match="'a photo of a red cube'.*--force"):
+        compare(run, CPU_CONFIG, "a photo of a blue cube", out, steps=2, omegas=[10.0],
+                overrides=tiny, views=3)  # fmt: skip
+
+
+def test_compare_on_a_free_prompt_says_there_is_no_truth(tmp_path, capsys):
+    from lmcsds.evaluation.compare import compare
+
+    run = _run_dir(tmp_path)
+    tiny = [
+        "data.n_val_views=1", "data.n_test_views=4", "data.eval_height=32", "data.eval_width=32",
+        "trainer.val_check_interval=2", "system.renderer.num_samples_per_ray=16",
+    ]  # fmt: skip
+    rows = compare(run, CPU_CONFIG, "a hamburger", tmp_path / "c", steps=1, omegas=[10.0],
+                   overrides=tiny, matched=False)  # fmt: skip
+    assert "no ground truth for 'a hamburger'" in capsys.readouterr().out
+    assert [r["run"] for r in rows] == ["sds-builtin", "lmc-sds-w10"]  # no ceiling without truth
+    for r in rows:  # image statistics only
+        assert r["hf_energy"] >= 0 and 0 <= r["clipped_fraction"] <= 1 and "iou" not in r
+
+
+def test_the_default_metric_classifier_follows_the_prior(tmp_path):
+    from lmcsds.evaluation.compare import default_classifier
+
+    root = Path(__file__).resolve().parents[1]
+    priors = root / "load" / "lmcsds" / "priors"
+    assert default_classifier(root, "load/lmcsds/priors/objects-if-32") == str(
+        root / "load/lmcsds/priors/objects-classifier.safetensors")  # fmt: skip
+    assert default_classifier(root, "load/lmcsds/priors/fmnist-if-32") == str(
+        priors / "fmnist-classifier.safetensors")  # fmt: skip
+    assert default_classifier(root, "DeepFloyd/IF-I-XL-v1.0") is None
 
 
 def test_bench3d_scores_runs_against_the_true_object_and_resumes(tmp_path):

@@ -478,3 +478,53 @@ def test_cpu_mode_is_scoped_and_placeholders_raise_when_used():
     if getattr(tinycudann, "__lmcsds_placeholder__", False):
         with pytest.raises(RuntimeError, match="needs CUDA"):
             tinycudann.Encoding(3, {})
+
+
+def test_non_finite_renders_get_no_gradient_are_counted_and_warned_once(
+    workdir, cpu_threestudio, tiny_if_dir, tiny_corrective_path, caplog
+):
+    """A NaN render gives a finite loss and no gradient; the other image's gradient is the one
+    it gets beside a finite render (the UNet works per image); one warning per run."""
+    import logging
+
+    guidance = make_guidance(cpu_threestudio, tiny_if_dir, tiny_corrective_path)
+    guidance.update_step(0, 7)
+    prompt_utils, batch = system_inputs(cpu_threestudio, tiny_if_dir)
+    good = torch.rand(2, 32, 32, 3)
+    grads, outs = [], []
+    for bad in (None, float("nan"), float("inf")):
+        rgb = good.clone()
+        if bad is not None:
+            rgb[1, 5, 7, 0] = bad
+        rgb.requires_grad_()
+        torch.manual_seed(5)
+        with caplog.at_level(logging.WARNING):
+            out = guidance(rgb, prompt_utils, **batch)
+        out["loss_sds"].backward()
+        grads.append(rgb.grad)
+        outs.append(out)
+    for out, grad in zip(outs[1:], grads[1:]):
+        assert torch.isfinite(out["loss_sds"]) and out["non_finite_renders"] == 1.0
+        assert (grad[1] == 0).all() and grad[0].abs().sum() > 0
+        torch.testing.assert_close(grad[0], grads[0][0])
+    assert outs[0]["non_finite_renders"] == 0.0
+    assert caplog.text.count("renders hold NaN or inf") == 1 and "step 7: 1 of 2" in caplog.text
+
+
+def test_renders_non_finite_for_n_steps_in_a_row_stop_the_run(
+    workdir, cpu_threestudio, tiny_if_dir, tiny_corrective_path
+):
+    guidance = make_guidance(
+        cpu_threestudio, tiny_if_dir, tiny_corrective_path, max_non_finite_steps=3
+    )
+    prompt_utils, batch = system_inputs(cpu_threestudio, tiny_if_dir)
+    nan = torch.full((2, 32, 32, 3), float("nan"))
+    guidance.update_step(0, 10)
+    guidance(nan, prompt_utils, **batch)
+    guidance(torch.rand(2, 32, 32, 3), prompt_utils, **batch)  # a finite step resets the count
+    for step in (12, 13):
+        guidance.update_step(0, step)
+        assert torch.isfinite(guidance(nan, prompt_utils, **batch)["loss_sds"])
+    guidance.update_step(0, 14)
+    with pytest.raises(RuntimeError, match=r"3 steps in a row \(since step 12\)"):
+        guidance(nan, prompt_utils, **batch)

@@ -92,6 +92,9 @@ class LMCSDSDeepFloydGuidance(BaseObject):
         grad_normalize: bool = False  # divide the gradient by its norm (CSD's public configs)
         view_dependent_prompting: bool = True
         max_items_eval: int = 4
+        # a run whose renders hold NaN / inf this many steps in a row stops (0: never); such
+        # renders get no gradient from the guidance and are counted in train/non_finite_renders
+        max_non_finite_steps: int = 20
 
     cfg: Config
 
@@ -145,6 +148,8 @@ class LMCSDSDeepFloydGuidance(BaseObject):
             ).to(self.device)
         self.num_train_timesteps = self.prior.num_train_timesteps
         self.grad_clip_val: Optional[float] = None
+        self.global_step, self.non_finite_run, self.non_finite_since = 0, 0, None
+        self._warned_non_finite = False
         self.update_step(0, 0)
         threestudio.info(f"Loaded LMC-SDS guidance ({cfg.loss_type}, omega={cfg.guidance_scale})")
 
@@ -200,6 +205,8 @@ class LMCSDSDeepFloydGuidance(BaseObject):
         if rgb_as_latents:
             raise ValueError("DeepFloyd IF works in pixel space: rgb_as_latents must be False")
         batch_size, res = rgb.shape[0], self.prior.resolution
+        finite = self.check_finite(rgb)
+        rgb = torch.where(finite[:, None, None, None], rgb, torch.zeros_like(rgb))
         z = rgb.permute(0, 3, 1, 2) * 2.0 - 1.0  # [0, 1] -> the prior's [-1, 1]
         z = F.interpolate(z, (res, res), mode="bilinear", align_corners=False)
         t = torch.randint(
@@ -227,7 +234,7 @@ class LMCSDSDeepFloydGuidance(BaseObject):
             self.prior, self.corrective, z, t, emb_y, emb_0, eps, self.step_cfg, eps_cond,
             perp_neg, emb_neg, source,
         )  # fmt: skip
-        g = torch.nan_to_num(out.g)
+        g = torch.nan_to_num(out.g) * finite[:, None, None, None]  # none for non-finite renders
         if self.grad_clip_val is not None:
             g = g.clamp(-self.grad_clip_val, self.grad_clip_val)
         if self.cfg.grad_normalize:
@@ -244,11 +251,43 @@ class LMCSDSDeepFloydGuidance(BaseObject):
         if second is not None and out.g_second is not None:
             result[f"{second}_norm"] = out.g_second.norm()
         result["unet_rows"] = float(out.unet_rows)
+        result["non_finite_renders"] = float((~finite).sum())
         if self.prior.compiled is not None:  # stays at its first value once warmed up
             result["unet_compiles"] = float(self.prior.compiled.compiles)
         if guidance_eval:
             result["eval"] = self.eval_images(out, t, elevation, azimuth, camera_distances)
         return result
+
+    def check_finite(self, rgb: torch.Tensor) -> torch.Tensor:
+        """(B,) True for renders without NaN / inf. Warns at the first step that has any; stops
+        the run when every render was non-finite ``max_non_finite_steps`` steps in a row."""
+        finite = torch.isfinite(rgb).flatten(1).all(1)
+        if finite.all():
+            self.non_finite_run, self.non_finite_since = 0, None
+            return finite
+        if not self._warned_non_finite:
+            threestudio.warn(
+                f"step {self.global_step}: {int((~finite).sum())} of {len(finite)} renders hold "
+                f"NaN or inf; they get no gradient from the guidance (counted in "
+                f"train/non_finite_renders; warned once per run)"
+            )
+            self._warned_non_finite = True
+        if finite.any():
+            self.non_finite_run, self.non_finite_since = 0, None
+            return finite
+        self.non_finite_run += 1
+        if self.non_finite_since is None:
+            self.non_finite_since = self.global_step
+        limit = self.cfg.max_non_finite_steps
+        if limit > 0 and self.non_finite_run >= limit:
+            raise RuntimeError(
+                f"every render has held NaN or inf for {self.non_finite_run} steps in a row "
+                f"(since step {self.non_finite_since}): the scene's parameters have most likely "
+                f"become NaN, from a loss term that divided by zero or a diverged optimiser "
+                f"(lower system.optimizer.args.lr, check the regularisers' lambdas). Resume from "
+                f"an earlier checkpoint, or set system.guidance.max_non_finite_steps=0 to go on."
+            )
+        return finite
 
     def baseline_inputs(self, emb_0: torch.Tensor):
         """(emb_0, emb_neg, source) of lmc_sds_step for this step's loss type: nfsd and csd
@@ -294,6 +333,7 @@ class LMCSDSDeepFloydGuidance(BaseObject):
         return {"bs": n, "noise_levels": fracs, "texts": texts, **images}
 
     def update_step(self, epoch: int, global_step: int, on_load_weights: bool = False):
+        self.global_step = global_step
         if self.cfg.grad_clip is not None:
             self.grad_clip_val = C(self.cfg.grad_clip, epoch, global_step)
         self.set_min_max_steps(

@@ -6,10 +6,15 @@ Each run is threestudio's own ``launch.py --train`` on a config derived from one
 - ``renders.png``: the final test renders, one row per run, views evenly spaced;
 - ``strip.mp4``: the test videos side by side;
 - ``curves.png``: loss_sds and the gradient norm per step;
-- ``metrics.csv`` / ``metrics.md``: the 2D harness's metrics on every final test render, the
-  fraction of non-black pixels (an empty scene is black, which a classifier may still label),
-  the mean gradient norm and loss_sds (how the guidance balances against the regularisers) and
-  the number of non-finite steps.
+- ``metrics.csv`` / ``metrics.md``: per run, the mean loss_sds and gradient norm (how the
+  guidance balances against the regularisers), the non-finite steps, and scores of the renders.
+
+A prompt that names one of the procedural objects ("a photo of a red checkered mug", the
+bundled CPU prior's captions) has a ground truth: the pictures get its row first, a supervised
+ceiling run is added (``supervised``: the same pipeline trained from the true renders), and the
+scores are the 3D benchmark's against the object (``lmcsds bench3d``, docs/bench3d.md). Any
+other prompt has none: the scores are the 2D harness's (Fashion-MNIST prompts) or image
+statistics. The metric classifier defaults to the one trained beside the config's prior.
 
 Runs whose final checkpoint exists are reused, so an interrupted comparison continues where it
 stopped (``--force`` re-runs). Runs: ``sds-builtin`` (``deep-floyd-guidance`` at its default
@@ -179,6 +184,31 @@ def launch(
         raise RuntimeError(f"run {label} failed (exit {proc.returncode}); log {log_path}:\n{tail}")
 
 
+def in_slots(jobs: int, work, items) -> None:
+    """``work(slot, *item)`` for every item, ``jobs`` at a time (slot: the progress bar's line)."""
+    if jobs <= 1:
+        for item in items:
+            work(0, *item)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+    from queue import Queue
+
+    slots: Queue = Queue()
+    for j in range(jobs):
+        slots.put(j)
+
+    def in_slot(item):
+        j = slots.get()
+        try:
+            work(j, *item)
+        finally:
+            slots.put(j)
+
+    with ThreadPoolExecutor(jobs) as pool:
+        for f in [pool.submit(in_slot, item) for item in items]:
+            f.result()
+
+
 def _metric_rows(trial: Path):
     for path in sorted(trial.glob("csv_logs/version_*/metrics.csv")):
         with open(path) as f:
@@ -266,10 +296,7 @@ def render_metrics(
             row["hf_energy"] = M.high_frequency_energy(images).mean().item()
             row["clipped_fraction"] = M.clipped_fraction(images)
             row["std"] = images.flatten(1).std(1).mean().item()
-        losses = np.array(run.log["loss_sds"])
-        row["mean_loss_sds"] = float(np.nanmean(losses)) if np.isfinite(losses).any() else np.nan
-        row["mean_grad_norm"] = float(np.nanmean(run.log["grad_norm"]))
-        row["non_finite_steps"] = int((~np.isfinite(losses)).sum())
+        row.update(training_stats(run))
         rows.append(row)
     return rows
 
@@ -323,6 +350,69 @@ def save_curves(runs: List[Run], path: Path, smooth: int = 20) -> None:
     plt.close(fig)
 
 
+# the 3D benchmark's scores shown for an object prompt (docs/bench3d.md, "The metrics")
+OBJECT_METRICS = ("iou", "chamfer", "part_recall", "delta_e_pixel", "pattern_contrast",
+                  "detail_ratio", "shape_acc", "colour_acc", "pattern_acc", "faces_front",
+                  "janus_rate", "clipped", "empty")  # fmt: skip
+
+
+def object_of(prompt: str):
+    """The procedural object a prompt names ("a photo of a red striped mug"), else None."""
+    from ..priors.objects3d import parse_caption
+
+    try:
+        return parse_caption(prompt)
+    except ValueError:
+        return None
+
+
+def default_classifier(run_dir: Path, prior: str) -> Optional[str]:
+    """The metric classifier trained beside a bundled prior: ``<name>-classifier.safetensors``
+    next to ``<name>-if-<resolution>``; None when there is none (e.g. DeepFloyd IF)."""
+    name = Path(prior).name.split("-if-")[0]
+    for base in (run_dir, Path.cwd()):
+        path = base / Path(prior).parent / f"{name}-classifier.safetensors"
+        if "-if-" in Path(prior).name and path.is_file():
+            return str(path)
+    return None
+
+
+def check_reusable(trial: Path, prompt: str, seed: int) -> None:
+    """A finished run is reused only if it was trained on the same prompt and seed."""
+    from omegaconf import OmegaConf
+
+    parsed = trial / "configs" / "parsed.yaml"
+    if not parsed.is_file():
+        return
+    cfg = OmegaConf.load(parsed)
+    was = (cfg.system.prompt_processor.prompt, cfg.seed)
+    if was != (prompt, seed):
+        raise ValueError(f"{trial} holds a run of prompt {was[0]!r}, seed {was[1]}, not "
+                         f"{prompt!r}, seed {seed}: pass another --out, or --force to retrain")  # fmt: skip
+
+
+def object_metrics(runs: List[Run], spec, truth, classifier_path: str, views: int) -> List[dict]:
+    """The 3D benchmark's scores of each run against the true object."""
+    from ..priors.objects_classifier import load_object_classifier
+    from .bench3d.scoring import score_run
+
+    classifier = load_object_classifier(classifier_path)
+    rows = []
+    for run in runs:
+        scores = score_run(run.trial, spec, truth, classifier)
+        rows.append({"run": run.spec.label, **{k: scores[k] for k in OBJECT_METRICS}})
+    return rows
+
+
+def training_stats(run: Run) -> dict:
+    """Mean loss_sds and gradient norm (the guidance against the regularisers), non-finite steps."""
+    losses = np.array(run.log["loss_sds"])
+    finite = np.isfinite(losses)
+    return {"mean_loss_sds": float(np.mean(losses[finite])) if finite.any() else np.nan,
+            "mean_grad_norm": float(np.nanmean(run.log["grad_norm"])),
+            "non_finite_steps": int((~finite).sum())}  # fmt: skip
+
+
 def compare(
     run_dir: Path,
     base_config: Path,
@@ -333,47 +423,105 @@ def compare(
     seed: int = 0,
     builtin_scale: Optional[float] = None,
     overrides: Sequence[str] = (),
-    classifier: Optional[str] = "load/lmcsds/priors/fmnist-classifier.safetensors",
+    classifier: Optional[str] = None,
     force: bool = False,
+    ceiling: bool = True,
+    matched: bool = True,
+    jobs: int = 1,
+    views: int = 24,
 ) -> List[dict]:
+    """Train the runs, then write the pictures and the metric table. An object prompt of the
+    procedural-object prior gets the true object's row, the supervised ceiling (``ceiling``)
+    and the 3D benchmark's scores; any other prompt image statistics only. ``classifier``:
+    default the one trained beside the config's prior."""
     from omegaconf import OmegaConf
 
     run_dir, out = check_threestudio_dir(run_dir), out.resolve()
     base = OmegaConf.load(base_config)
     guidance = OmegaConf.to_container(base.system.guidance, resolve=False)
-    resolution = prior_resolution(run_dir, guidance["pretrained_model_name_or_path"])
+    prior = guidance["pretrained_model_name_or_path"]
+    resolution = prior_resolution(run_dir, prior)
     specs = run_specs(guidance, omegas, resolution, builtin_scale)
+    if not matched:
+        specs = [s for s in specs if s.label != "sds-matched"]
+    classifier = classifier or default_classifier(run_dir, prior)
+    obj = object_of(prompt)
+    extra = []
+    if obj is None:
+        print(f"no ground truth for {prompt!r}: only captions of the procedural objects "
+              f"('a photo of a <colour> [striped|checkered] <shape>') have one; showing the "
+              f"renders and image statistics")  # fmt: skip
+    else:
+        from .bench3d.runs import supervised_spec
+
+        if ceiling:
+            specs = [supervised_spec(), *specs]
+        extra = [f"data.n_test_views={views + 1}"]  # threestudio's orbit repeats its first view
     (out / "configs").mkdir(parents=True, exist_ok=True)
     (out / "logs").mkdir(exist_ok=True)
-    runs = []
-    for spec in specs:
-        trial = out / "runs" / "compare" / spec.label
+
+    def trial_of(spec: RunSpec) -> Path:
+        return out / "runs" / "compare" / spec.label
+
+    def train(slot: int, spec: RunSpec) -> None:
         config = write_config(base_config, spec, out / "configs" / f"{spec.label}.yaml")
         common = [
             f"exp_root_dir={out / 'runs'}", "name=compare", f"tag={spec.label}",
             "use_timestamp=false", f"seed={seed}", f"trainer.max_steps={steps}",
-            f"system.prompt_processor.prompt={prompt}", *overrides,
+            f"system.prompt_processor.prompt={prompt}", *extra, *overrides,
         ]  # fmt: skip
-        if force or _steps_done(trial) < steps:
+        if jobs == 1:
             print(f"== {spec.label}: {spec.note}")
-            launch(run_dir, config, common, out / "logs" / f"{spec.label}.log", steps,
-                   spec.label, trial)  # fmt: skip
-        else:
-            print(f"== {spec.label}: reusing the finished run in {trial}")
-        runs.append(Run(spec, trial, final_test_frames(trial), training_curves(trial)))
+        launch(run_dir, config, common, out / "logs" / f"{spec.label}.log", steps, spec.label,
+               trial_of(spec), threads=max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None,
+               position=slot if jobs > 1 else None)  # fmt: skip
 
-    save_renders(runs, out / "renders.png")
-    save_strip(runs, out / "strip.mp4")
+    todo = [(s,) for s in specs if force or _steps_done(trial_of(s)) < steps]
+    for spec in specs:
+        if (spec,) not in todo:
+            check_reusable(trial_of(spec), prompt, seed)
+    for spec in specs:
+        if (spec,) not in todo:
+            print(f"== {spec.label}: reusing the finished run in {trial_of(spec)}")
+    in_slots(jobs, train, todo)
+    runs = [Run(s, trial_of(s), final_test_frames(trial_of(s)), training_curves(trial_of(s)))
+            for s in specs]  # fmt: skip
+
+    title = f"Text-to-3D: {prompt!r}, {steps} steps, seed {seed}"
+    if obj is None:
+        save_renders(runs, out / "renders.png")
+        save_strip(runs, out / "strip.mp4")
+        rows = render_metrics(runs, prompt, resolution or BUILTIN_RESOLUTION, classifier)
+    else:
+        from .bench3d.report import save_renders as save_with_truth
+        from .bench3d.scoring import final_test_views
+        from .bench3d.truth import ground_truth
+
+        data = OmegaConf.merge(base, OmegaConf.from_dotlist([o for o in overrides if "=" in o]))
+        truth = ground_truth(obj, views, data.data)
+        finished = [(r.spec.label, final_test_views(r.trial, views)[0]) for r in runs]
+        save_with_truth(title, truth.rgb, finished, out / "renders.png", views)
+        frames = (truth.rgb.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().byte().numpy()
+        truth_run = Run(RunSpec("ground truth", "", {}), out, list(frames))
+        save_strip([truth_run] + runs, out / "strip.mp4")
+        if classifier is None:
+            raise FileNotFoundError(f"no object classifier beside {prior}: pass --classifier")
+        rows = object_metrics(runs, obj, truth, classifier, views)
+        for row, run in zip(rows, runs):
+            row.update(training_stats(run))
     save_curves(runs, out / "curves.png")
     from .experiments import write_tables
 
-    size = resolution or BUILTIN_RESOLUTION
-    rows = render_metrics(runs, prompt, size, classifier)
-    write_tables(rows, out, f"Text-to-3D: {prompt!r}, {steps} steps, seed {seed}")
+    write_tables(rows, out, title)
     notes = [f"- `{r.spec.label}`: {r.spec.note}" for r in runs]
+    if obj is not None:
+        notes.append("- scores: the 3D benchmark's against the true object (docs/bench3d.md); "
+                     "one seed, so no interval: `lmcsds bench3d` gives them")  # fmt: skip
     with open(out / "metrics.md", "a") as f:
         f.write("\n" + "\n".join(notes) + "\n")
-    print(f"wrote {out}/renders.png, strip.mp4, curves.png, metrics.md")
+    print((out / "metrics.md").read_text())
+    print(f"wrote {out}/renders.png, strip.mp4, curves.png, metrics.md; the test videos are "
+          f"{out}/runs/compare/<run>/save/it{steps}-test.mp4")  # fmt: skip
     return rows
 
 
@@ -391,8 +539,21 @@ def add_arguments(p) -> None:
         default=None,
         help="built-in guidance_scale (default: the built-in's own default, 20)",
     )
-    p.add_argument("--classifier", default="load/lmcsds/priors/fmnist-classifier.safetensors",
-                   help="metric classifier of the offline prior")  # fmt: skip
+    p.add_argument(
+        "--classifier",
+        default=None,
+        help="metric classifier (default: the one trained beside the config's prior)",
+    )
+    p.add_argument(
+        "--no-ceiling", action="store_true", help="object prompts: skip the supervised ceiling run"
+    )
+    p.add_argument(
+        "--no-matched",
+        action="store_true",
+        help="skip SDS at the prior's own resolution (sds-matched)",
+    )
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at once, sharing the cores")
+    p.add_argument("--views", type=int, default=24, help="object prompts: orbit views scored")
     p.add_argument("--force", action="store_true", help="re-run finished runs")
     p.add_argument("overrides", nargs="*", help="extra threestudio overrides, key=value")  # fmt: skip
 
@@ -401,5 +562,6 @@ def run(args) -> None:
     compare(
         Path(args.threestudio), Path(args.config), args.prompt, Path(args.out), args.steps,
         [float(w) for w in args.omegas.split(",") if w], args.seed, args.builtin_scale,
-        args.overrides, args.classifier, args.force,
+        args.overrides, args.classifier, args.force, not args.no_ceiling, not args.no_matched,
+        args.jobs, args.views,
     )  # fmt: skip

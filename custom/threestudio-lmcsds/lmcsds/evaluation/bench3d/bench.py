@@ -11,7 +11,7 @@ from typing import List, Optional, Sequence
 
 from ...priors.objects3d import ObjectSpec, parse_caption
 from ...priors.objects_data import HELD_OUT
-from ..compare import _steps_done, check_threestudio_dir, launch, write_config
+from ..compare import _steps_done, check_threestudio_dir, in_slots, launch, write_config
 from .report import save_renders, write_results
 from .runs import (
     BUDGET,
@@ -36,31 +36,6 @@ def run_defaults(steps: int) -> List[str]:
     """Overrides of every benchmark run (before the user's): only the final test pass is
     scored, so validation runs once at the end and no guidance images are saved."""
     return [f"trainer.val_check_interval={steps}", "system.guidance_eval_every=0"]
-
-
-def _in_slots(jobs: int, work, items) -> None:
-    """``work(slot, *item)`` for every item, ``jobs`` at a time (slot: the progress bar's line)."""
-    if jobs <= 1:
-        for item in items:
-            work(0, *item)
-        return
-    from concurrent.futures import ThreadPoolExecutor
-    from queue import Queue
-
-    slots: Queue = Queue()
-    for j in range(jobs):
-        slots.put(j)
-
-    def in_slot(item):
-        j = slots.get()
-        try:
-            work(j, *item)
-        finally:
-            slots.put(j)
-
-    with ThreadPoolExecutor(jobs) as pool:
-        for f in [pool.submit(in_slot, item) for item in items]:
-            f.result()
 
 
 def bench3d(
@@ -123,7 +98,7 @@ def bench3d(
         )
         (trial / "scores.json").unlink(missing_ok=True)
 
-    _in_slots(jobs, train, todo)
+    in_slots(jobs, train, todo)
 
     rows = []
     for spec in prompts:

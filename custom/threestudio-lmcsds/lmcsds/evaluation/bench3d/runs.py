@@ -60,6 +60,13 @@ def parse_seeds(text: str) -> List[int]:
     return seeds
 
 
+def supervised_spec() -> RunSpec:
+    """The ceiling: the same pipeline trained from the true object's renders."""
+    return RunSpec(SUPERVISED, "lmcsds-supervised-guidance",
+                   {"object_caption": "${system.prompt_processor.prompt}"},
+                   "the ceiling: L2 to the true object under each batch's cameras and shading")  # fmt: skip
+
+
 def run_specs(guidance: dict, steps: int = 400, fixed_omega: float = 20.0) -> List[RunSpec]:
     """The supervised ceiling; built-in SDS at its default scale and at DreamFusion's 100 (64
     px renders), SDS at the prior's resolution with the same two weights, LMC-SDS at omega 10
@@ -76,9 +83,7 @@ def run_specs(guidance: dict, steps: int = 400, fixed_omega: float = 20.0) -> Li
                fixed_noise=False)  # fmt: skip
     lmc = dict(guidance, loss_type="lmc-sds", fixed_noise=False)
     return [
-        RunSpec(SUPERVISED, "lmcsds-supervised-guidance",
-                {"object_caption": "${system.prompt_processor.prompt}"},
-                "the ceiling: L2 to the true object under each batch's cameras and shading"),
+        supervised_spec(),
         RunSpec("sds-builtin", BUILTIN_GUIDANCE, dict(shared), "built-in, scale 20 (omega 21), 64 px"),
         RunSpec("sds-builtin-s100", BUILTIN_GUIDANCE, dict(shared, guidance_scale=100.0),
                 "built-in, DreamFusion's scale 100, 64 px"),
