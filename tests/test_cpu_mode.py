@@ -346,6 +346,26 @@ def test_a_run_whose_renders_stay_non_finite_stops_with_a_clear_message(tmp_path
     assert all(float(r["train/loss_sds"]) == 0.0 for r in rows)  # finite: no gradient
 
 
+def test_a_step_with_a_non_finite_loss_is_skipped_not_applied(tmp_path):
+    """An empty scene (density bias -1000: every opacity exactly 0) makes dreamfusion-system's
+    loss_orient 0 / 0: each such step is skipped and counted, the run finishes, and the
+    parameters stay finite (one applied NaN step would make them all NaN)."""
+    run = _run_dir(tmp_path)
+    log = _launch(
+        run, "--config", str(CPU_CONFIG), "--train", "exp_root_dir=outputs",
+        "use_timestamp=false", "tag=empty", "trainer.max_steps=3", "data.n_test_views=4",
+        "data.eval_height=32", "data.eval_width=32", "trainer.val_check_interval=100",
+        "system.renderer.num_samples_per_ray=16", "system.geometry.density_bias=-1000.0",
+    )  # fmt: skip
+    assert "the total loss is nan, so the step is skipped" in log
+    trial = run / "outputs" / "lmcsds-dreamfusion-cpu" / "empty"
+    rows = _metrics(trial)
+    assert [float(r["train/skipped_steps"]) for r in rows] == [1.0, 2.0, 3.0]
+    assert all(r["train/loss_orient"] == "nan" for r in rows)
+    state = torch.load(trial / "ckpts" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert all(torch.isfinite(v).all() for k, v in state["state_dict"].items() if "geometry" in k)
+
+
 # --- comparison with the built-in SDS ------------------------------------------------------------
 
 

@@ -9,6 +9,11 @@ With ``guidance_eval_every: 0`` (default) it is exactly ``dreamfusion-system``.
 A guidance with ``needs_shading = True`` (the benchmark's supervised ceiling) also gets the
 batch's shading mode: drawn here by the material's own rule, with the same random draws, and
 passed to the material and the guidance alike.
+
+A step whose total loss is NaN or inf is skipped (no update), counted in
+``train/skipped_steps`` and warned about once: ``dreamfusion-system``'s orientation loss
+divides by the number of pixels with opacity > 0, which is 0 once a guidance has emptied the
+scene, and one such step would otherwise turn every parameter into NaN for the rest of the run.
 """
 
 import random
@@ -28,11 +33,30 @@ class GuidanceVisualisingDreamFusion(DreamFusion):
 
     cfg: Config
 
+    def configure(self) -> None:
+        super().configure()
+        self.skipped_steps = 0
+
     def _guidance_eval_due(self) -> bool:
         every = self.cfg.guidance_eval_every
         return every > 0 and self.true_global_step % every == 0
 
     def training_step(self, batch, batch_idx):
+        out = self.guided_training_step(batch, batch_idx)
+        if torch.isfinite(out["loss"]).all():
+            return out
+        self.skipped_steps += 1
+        self.log("train/skipped_steps", float(self.skipped_steps))
+        if self.skipped_steps == 1:
+            threestudio.warn(
+                f"step {self.true_global_step}: the total loss is {out['loss'].item()}, so the "
+                f"step is skipped (no update; counted in train/skipped_steps, warned once). "
+                f"The usual cause: the scene is empty (every opacity 0), where loss_orient "
+                f"divides by zero"
+            )
+        return None  # Lightning skips the backward pass and the update
+
+    def guided_training_step(self, batch, batch_idx):
         if getattr(self.guidance, "needs_shading", False):
             batch = dict(batch, shading=draw_shading(self.material))
         if not self._guidance_eval_due():
