@@ -344,6 +344,9 @@ def test_a_run_whose_renders_stay_non_finite_stops_with_a_clear_message(tmp_path
     rows = _metrics(run / "outputs" / "lmcsds-dreamfusion-cpu" / "nan")
     assert [float(r["train/non_finite_renders"]) for r in rows] == [1.0, 1.0]
     assert all(float(r["train/loss_sds"]) == 0.0 for r in rows)  # finite: no gradient
+    from lmcsds.evaluation.bench3d.scoring import non_finite_steps
+
+    assert non_finite_steps(run / "outputs" / "lmcsds-dreamfusion-cpu" / "nan") == 2
 
 
 def test_a_step_with_a_non_finite_loss_is_skipped_not_applied(tmp_path):
@@ -362,6 +365,9 @@ def test_a_step_with_a_non_finite_loss_is_skipped_not_applied(tmp_path):
     rows = _metrics(trial)
     assert [float(r["train/skipped_steps"]) for r in rows] == [1.0, 2.0, 3.0]
     assert all(r["train/loss_orient"] == "nan" for r in rows)
+    from lmcsds.evaluation.bench3d.scoring import non_finite_steps
+
+    assert non_finite_steps(trial) == 3  # the benchmark's count sees skipped steps
     state = torch.load(trial / "ckpts" / "last.ckpt", map_location="cpu", weights_only=False)
     assert all(torch.isfinite(v).all() for k, v in state["state_dict"].items() if "geometry" in k)
 

@@ -134,5 +134,15 @@ def score_run(trial: Path, spec: ObjectSpec, truth: Truth, classifier, grid: int
 
 
 def non_finite_steps(trial: Path) -> int:
-    values = [float(r["train/loss_sds"]) for r in _metric_rows(trial)]
-    return int(sum(not np.isfinite(v) for v in values))
+    """Steps with a non-finite loss_sds, a NaN / inf render (``train/non_finite_renders``) or
+    a skipped update (``train/skipped_steps``: the total loss was not finite)."""
+
+    def bad(row: dict) -> bool:
+        renders = float(row.get("train/non_finite_renders") or 0.0)
+        return (
+            (not np.isfinite(float(row["train/loss_sds"])))
+            or renders != 0.0
+            or bool(row.get("train/skipped_steps"))
+        )
+
+    return int(sum(bad(r) for r in _metric_rows(trial)))
