@@ -81,3 +81,12 @@ def test_class_scores():
     assert abs(s["accuracy"] - 2 / 3) < 1e-6
     p = torch.tensor([10.0, 0.0]).softmax(0)
     assert abs(s["target_probability"] - (p[0] + p[0] + p[1]).item() / 3) < 1e-6
+
+
+def test_metric_tables_show_small_values_instead_of_zero(tmp_path):
+    """A blob's high-frequency energy (~1e-4) printed as 0.000 looked like no detail at all."""
+    from lmcsds.evaluation.experiments import write_tables
+
+    write_tables([{"run": "a", "hf_energy": 0.00042, "iou": 0.5, "zero": 0.0}], tmp_path, "t")
+    row = (tmp_path / "metrics.md").read_text().splitlines()[-1]
+    assert row == "| a | 4.20e-04 | 0.500 | 0.000 |"

@@ -235,7 +235,12 @@ def write_tables(rows: List[dict], out: Path, title: str) -> None:
         writer = csv.DictWriter(f, keys)
         writer.writeheader()
         writer.writerows(rows)
-    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+
+    def fmt(v) -> str:  # small values in scientific notation, not as 0.000
+        if not isinstance(v, float):
+            return str(v)
+        return f"{v:.2e}" if 0 < abs(v) < 0.01 else f"{v:.3f}"
+
     lines = [f"# {title}", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(fmt(r[k]) for k in keys) + " |" for r in rows]
     (out / "metrics.md").write_text("\n".join(lines) + "\n")
