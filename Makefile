@@ -8,8 +8,10 @@ RUN_DIR := $(if $(THREESTUDIO_DIR),$(THREESTUDIO_DIR),build/threestudio)
 setup:
 	bash scripts/setup.sh
 
+# tests run in TEST_JOBS processes (pytest-xdist); TEST_JOBS=0 runs them in this one
+TEST_JOBS ?= 2
 test:
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_JOBS) tests
 
 # the unit tests (no launch.py runs, no training): under a minute
 FAST_TESTS := gradients noise step checkpoint metrics metrics3d stats term_bias objects3d threestudio setup cli

@@ -33,7 +33,7 @@ setup(
         "train": ["pytorch-lightning>=2.0", "tensorboard", "matplotlib"],  # ships lightning_fabric
         # compare, bench3d, experiments, demo, term-bias, benchmarks
         "eval": ["matplotlib", "imageio", "omegaconf", "scikit-image", "scipy", "accelerate"],
-        "dev": ["pytest", "black", "isort"],
+        "dev": ["pytest", "pytest-xdist", "black", "isort"],
     },
     entry_points={"console_scripts": ["lmcsds=lmcsds.cli:main"]},
 )

@@ -42,4 +42,4 @@ for name in names:
     importlib.import_module(name)
 print(f"check_install: {len(names)} modules import")
 PY
-LMCSDS_WITHOUT_THREESTUDIO=1 "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests
+LMCSDS_WITHOUT_THREESTUDIO=1 "$VENV/bin/python" -m pytest -q -n 2 -p no:cacheprovider tests

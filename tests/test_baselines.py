@@ -198,3 +198,56 @@ def test_dds_editing_crops_the_source_like_the_image(tiny_prior, encode, monkeyp
                source=(init, encode(["a bag", "a sneaker"])), stats=stats)  # fmt: skip
     assert seen == [(32, True)] * 4  # 2 downscaled steps, then 2 of patches
     assert stats["unet_rows"] == 4
+
+
+class RecordingUNet(CountingUNet):
+    """Also records the timesteps of each call."""
+
+    def forward(self, x, t, encoder_hidden_states):
+        self.timesteps = getattr(self, "timesteps", []) + [t.tolist()]
+        return super().forward(x, t, encoder_hidden_states)
+
+
+def test_ms_sds_timesteps_are_rounded_and_rows_counted_per_image(tiny_prior, inputs):
+    """From t = 503 in 5 steps: round(503 (5 - i) / 5) = 503, 402, 302, 201, 101 (100.6 rounds
+    up); one image: 2 rows per step, 10 in all."""
+    z, _, emb_y, emb_0, emb_neg, eps = inputs
+    one = (z[:1], torch.tensor([503]), emb_y[:1], emb_0[:1], emb_neg[:1], eps[:1])
+    recording = RecordingUNet(tiny_prior.unet)
+    real, tiny_prior.unet = tiny_prior.unet, recording
+    try:
+        out = step(tiny_prior, one, "ms-sds", ms_steps=5)
+    finally:
+        tiny_prior.unet = real
+    assert [ts[0] for ts in recording.timesteps] == [503, 402, 302, 201, 101]
+    assert out.unet_rows == 10 and recording.rows == [2] * 5
+
+
+def test_ms_sds_with_perp_neg_guides_every_step_with_the_negatives(tiny_prior, inputs, encode):
+    """Two DDIM steps written out by hand, each with Perp-Neg's guided eps at its own noisy
+    image and timestep: x0 = (x - sqrt(1 - a) e) / sqrt(a), re-noised with e to the next t."""
+    z, t, emb_y, emb_0, _, eps = inputs
+    negs = torch.stack([encode(["a side view", "a back view"])] * 2)
+    weights = torch.tensor([[0.5, -0.2], [1.0, 0.3]])
+    abar = tiny_prior.scheduler.alphas_cumprod.float()
+
+    def guided(x, tau):
+        ey, e0 = unet_eps(tiny_prior, x, tau, emb_y), unet_eps(tiny_prior, x, tau, emb_0)
+        term = sum(weights[:, i].view(-1, 1, 1, 1)
+                   * _perp(unet_eps(tiny_prior, x, tau, negs[:, i]) - e0, ey - e0)
+                   for i in range(2))  # fmt: skip
+        return e0 + OMEGA * (ey - e0 + term)
+
+    def a(tau):
+        return abar[tau].view(-1, 1, 1, 1)
+
+    x = noisy(tiny_prior, z, eps, t)
+    e = guided(x, t)
+    x0 = (x - (1 - a(t)).sqrt() * e) / a(t).sqrt()
+    half = torch.div(t + 1, 2, rounding_mode="floor")  # round(t / 2)
+    x = a(half).sqrt() * x0 + (1 - a(half)).sqrt() * e
+    e = guided(x, half)
+    x0 = (x - (1 - a(half)).sqrt() * e) / a(half).sqrt()
+    expected = (a(t) / (1 - a(t))).sqrt() * (z - x0)
+    out = step(tiny_prior, inputs, "ms-sds", ms_steps=2, perp_neg=(negs, weights))
+    torch.testing.assert_close(out.g, expected, atol=1e-3, rtol=1e-3)

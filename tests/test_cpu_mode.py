@@ -433,7 +433,7 @@ def test_compare_on_a_free_prompt_says_there_is_no_truth(tmp_path, capsys):
         "trainer.val_check_interval=2", "system.renderer.num_samples_per_ray=16",
     ]  # fmt: skip
     rows = compare(run, CPU_CONFIG, "a hamburger", tmp_path / "c", steps=1, omegas=[10.0],
-                   overrides=tiny, matched=False)  # fmt: skip
+                   overrides=tiny, matched=False, jobs=2)  # fmt: skip
     assert "no ground truth for 'a hamburger'" in capsys.readouterr().out
     assert [r["run"] for r in rows] == ["sds-builtin", "lmc-sds-w10"]  # no ceiling without truth
     for r in rows:  # image statistics only

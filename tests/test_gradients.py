@@ -144,3 +144,19 @@ def test_normalization_below_t_applies_eq10_only_to_low_timesteps(batch):
     loss = G.loss_k(b, zhat, "global<600", t)
     expected = torch.cat([(full[:2] - zhat[:2]), (b[2:] - zhat[2:])]).pow(2).mean()
     torch.testing.assert_close(loss, expected)
+
+
+def test_delta_d_is_eps_0_below_t_200_and_the_negative_difference_from_200_on():
+    """NFSD: "delta_D = eps_0 for t < 200", the boundary itself on the other side."""
+    torch.manual_seed(0)
+    eps_0, eps_neg = torch.randn(3, 3, 4, 4), torch.randn(3, 3, 4, 4)
+    d = G.delta_d(eps_0, eps_neg, torch.tensor([199, 200, 999]))  # the default t_small
+    assert torch.equal(d[0], eps_0[0])
+    assert torch.equal(d[1:], eps_0[1:] - eps_neg[1:])
+
+
+def test_loss_k_normalises_globally_by_default():
+    torch.manual_seed(0)
+    b, zhat = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8) * 3 + 1
+    assert G.loss_k(b, zhat) == G.loss_k(b, zhat, "global")
+    assert G.loss_k(b, zhat) != G.loss_k(b, zhat, "per_channel")
