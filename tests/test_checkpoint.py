@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -251,3 +252,23 @@ def test_timestep_dependent_normalization_round_trips(tmp_path):
     path = tmp_path / "c.safetensors"
     save_corrective(path, CorrectiveUNet(m.architecture), m)
     assert read_meta(path).normalization == "global<700"
+
+
+def test_atomic_write_creates_folders_and_writes_beside_the_target(tmp_path):
+    """The temporary file lies in the target's folder (so the rename stays on one file
+    system and is atomic), missing parent folders are made, and nothing is left on failure."""
+    from lmcsds.core.atomic import atomic_write
+
+    target = tmp_path / "a" / "b" / "c.txt"
+    seen = []
+    atomic_write(target, lambda p: (seen.append(Path(p)), open(p, "w").write("x")))
+    assert target.read_text() == "x" and seen[0].parent == target.parent
+    assert seen[0].name.startswith(".c.txt.") and not seen[0].exists()
+
+    def fail(p):
+        seen.append(Path(p))
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, fail)
+    assert target.read_text() == "x" and not seen[-1].exists()

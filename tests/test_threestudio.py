@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 
@@ -528,3 +529,34 @@ def test_renders_non_finite_for_n_steps_in_a_row_stop_the_run(
     guidance.update_step(0, 14)
     with pytest.raises(RuntimeError, match=r"3 steps in a row \(since step 12\)"):
         guidance(nan, prompt_utils, **batch)
+
+
+def test_guidance_images_map_the_prior_range_and_scale_gradients_per_image(workdir):
+    """Eval images: [-1, 1] -> [0, 1] (HWC); gradients divided by each image's own largest
+    magnitude first, so the largest lands on 0 or 1 and zero stays mid-grey."""
+    from lmcsds.adapter.guidance import _to_image
+
+    x = torch.zeros(2, 3, 2, 2)
+    x[0, 0, 0, 0], x[0, 1, 1, 1], x[1, 2, 0, 1] = -1.0, 0.5, 0.02
+    plain = _to_image(x)
+    assert plain.shape == (2, 2, 2, 3)
+    torch.testing.assert_close(plain, (x.permute(0, 2, 3, 1) + 1) / 2)
+    signed = _to_image(x, signed=True)
+    assert signed[0, 0, 0, 0] == 0.0 and signed[0, 1, 1, 1] == 0.75  # -1 / 1, 0.5 / 1
+    assert signed[1, 0, 1, 2] == 1.0 and signed[1, 1, 1, 0] == 0.5  # 0.02 / 0.02; zero
+    assert (_to_image(torch.zeros(1, 3, 2, 2), signed=True) == 0.5).all()  # no 0 / 0
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "L"])
+def test_a_dds_source_image_of_any_mode_loads_as_rgb_in_the_prior_range(workdir, tmp_path, mode):
+    from PIL import Image
+
+    from lmcsds.adapter.guidance import load_source_image
+
+    pixels = np.zeros((4, 5, 4 if mode == "RGBA" else 1), dtype=np.uint8)
+    pixels[0, 0] = 255
+    path = tmp_path / "source.png"
+    Image.fromarray(pixels.squeeze(-1) if mode == "L" else pixels, mode).save(path)
+    x = load_source_image(str(path))
+    assert x.shape == (1, 3, 4, 5) and x.dtype == torch.float32
+    assert x[0, :, 0, 0].tolist() == [1.0, 1.0, 1.0] and x[0, :, 1, 1].tolist() == [-1.0] * 3
