@@ -160,3 +160,29 @@ def test_loss_k_normalises_globally_by_default():
     b, zhat = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8) * 3 + 1
     assert G.loss_k(b, zhat) == G.loss_k(b, zhat, "global")
     assert G.loss_k(b, zhat) != G.loss_k(b, zhat, "per_channel")
+
+
+def test_the_schedule_is_if_stage_is_cosine_schedule():
+    """IF stage I's published scheduler (DDPM, 1000 steps, cosine "squaredcos_cap_v2", learned
+    variance range, dynamic thresholding 0.95 at 1.5): abar_t from Nichol & Dhariwal's closed
+    form, beta_t = 1 - abar(t+1)/abar(t) capped at 0.999, written out here."""
+    import math
+
+    sched = if_scheduler()
+    cfg = dict(sched.config)
+    assert {k: cfg[k] for k in ("num_train_timesteps", "beta_schedule", "variance_type",
+            "prediction_type", "thresholding", "dynamic_thresholding_ratio", "sample_max_value",
+            "clip_sample", "clip_sample_range")} == {  # fmt: skip
+        "num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2",
+        "variance_type": "learned_range", "prediction_type": "epsilon", "thresholding": True,
+        "dynamic_thresholding_ratio": 0.95, "sample_max_value": 1.5, "clip_sample": True,
+        "clip_sample_range": 1.0,
+    }
+    # fmt: skip
+
+    def f(t):
+        return math.cos((t / 1000 + 0.008) / 1.008 * math.pi / 2) ** 2
+
+    betas = torch.tensor([min(1 - f(i + 1) / f(i), 0.999) for i in range(1000)])
+    expected = torch.cumprod(1 - betas.double(), 0)
+    torch.testing.assert_close(sched.alphas_cumprod.double(), expected, atol=1e-6, rtol=1e-5)
