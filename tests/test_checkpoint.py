@@ -272,3 +272,51 @@ def test_atomic_write_creates_folders_and_writes_beside_the_target(tmp_path):
     with pytest.raises(OSError, match="disk full"):
         atomic_write(target, fail)
     assert target.read_text() == "x" and not seen[-1].exists()
+
+
+def test_the_committed_corrective_computes_what_it_computed_when_its_report_was_made():
+    """The architecture's forward pass (ReLUs, the residual's sign, the time encoding) pinned
+    on the bundled objects corrective: a change that still loads its weights but computes
+    something else would silently void its report and every 3D result made with it."""
+    from lmcsds.core import load_corrective
+
+    root = Path(__file__).resolve().parents[1]
+    model, _ = load_corrective(root / "load/lmcsds/correctives/objects-if-32.safetensors",
+                               map_location="cpu")  # fmt: skip
+    z = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        out = model(z, torch.tensor([100, 800]))
+    expected = [[0.3648638, 0.5638878, 0.5628461], [0.3591526, -0.3559643, 0.2742257]]
+    torch.testing.assert_close(torch.stack([out[0, :, 5, 7], out[1, :, 20, 3]]),
+                               torch.tensor(expected), atol=1e-5, rtol=1e-4)  # fmt: skip
+
+
+def test_t_encoding_is_sin_and_cos_of_doubling_frequencies():
+    import math
+
+    from lmcsds.core.corrective import t_encoding
+
+    enc = t_encoding(torch.tensor([250, 999]), 1000, 3)
+    for row, t in zip(enc, (250, 999)):
+        angles = [math.pi * 2**k * t / 1000 for k in range(3)]
+        expected = [math.sin(a) for a in angles] + [math.cos(a) for a in angles]
+        torch.testing.assert_close(row, torch.tensor(expected), atol=1e-6, rtol=1e-5)
+
+
+def test_the_corrective_refuses_sizes_not_divisible_in_either_side(tiny_corrective_path):
+    from lmcsds.core import load_corrective
+
+    model, _ = load_corrective(tiny_corrective_path, map_location="cpu")
+    m = model.min_resolution_multiple
+    for h, w in ((4 * m, 4 * m + 1), (4 * m + 1, 4 * m)):
+        with pytest.raises(ValueError, match=f"{h}x{w}"):
+            model(torch.zeros(1, 3, h, w), torch.tensor([10]))
+
+
+@pytest.mark.parametrize(
+    "name", ["load/priors/objects-if-32/", "DeepFloyd/IF-I-XL-v1.0", "load/objects-if-32\\"]
+)
+def test_prior_id_is_the_last_path_component(name):
+    from lmcsds.core import prior_id
+
+    assert prior_id(name) == ("IF-I-XL-v1.0" if "Deep" in name else "objects-if-32")

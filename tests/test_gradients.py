@@ -186,3 +186,19 @@ def test_the_schedule_is_if_stage_is_cosine_schedule():
     betas = torch.tensor([min(1 - f(i + 1) / f(i), 0.999) for i in range(1000)])
     expected = torch.cumprod(1 - betas.double(), 0)
     torch.testing.assert_close(sched.alphas_cumprod.double(), expected, atol=1e-6, rtol=1e-5)
+
+
+def test_image_stats_are_population_statistics():
+    """Eq. 10's sigma: the standard deviation over the image's pixels (divided by N, not N - 1)."""
+    x = torch.tensor([0.0, 2.0, 0.0, 2.0]).view(1, 1, 2, 2).expand(1, 3, 2, 2)
+    mean, std = G.image_stats(x, "global")
+    assert mean.item() == 1.0 and std.item() == 1.0
+
+
+def test_perpendicular_is_orthogonal_also_to_a_small_direction():
+    torch.manual_seed(0)
+    x, y = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4) * 0.01  # ||y||^2 well below 1
+    p = G.perpendicular(x, y)
+    assert ((p * y).flatten(1).sum(1).abs() < 1e-6).all()
+    torch.testing.assert_close(x - p, (x * y).flatten(1).sum(1).view(-1, 1, 1, 1)
+                               / (y * y).flatten(1).sum(1).view(-1, 1, 1, 1) * y)  # fmt: skip
