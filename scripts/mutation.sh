@@ -21,7 +21,7 @@ cat >"$OUT/pyproject.toml" <<'TOML'
 source_paths = ["src/lmcsds/core/", "src/lmcsds/adapter/guidance.py"]
 pytest_add_cli_args_test_selection = ["tests/test_gradients.py", "tests/test_noise.py",
     "tests/test_step.py", "tests/test_baselines.py", "tests/test_checkpoint.py",
-    "tests/test_threestudio.py"]
+    "tests/test_threestudio.py", "tests/test_compile.py"]
 also_copy = ["src/lmcsds", "load", "tests", "configs", "custom"]
 pytest_add_cli_args = ["-q", "-p", "no:cacheprovider"]
 
