@@ -320,3 +320,22 @@ def test_prior_id_is_the_last_path_component(name):
     from lmcsds.core import prior_id
 
     assert prior_id(name) == ("IF-I-XL-v1.0" if "Deep" in name else "objects-if-32")
+
+
+def test_a_checkpoint_with_a_tensor_missing_is_refused(saved, tmp_path):
+    """Missing tensors alone (nothing unexpected, no wrong shape) are enough to refuse it."""
+    path, _, m = saved
+    tensors = load_file(str(path))
+    dropped = sorted(tensors)[0]
+    del tensors[dropped]
+    short = tmp_path / "short.safetensors"
+    save_file(tensors, str(short), metadata=m.to_strings())
+    with pytest.raises(CorrectiveCheckpointError, match=f"missing \\['{dropped}'\\]"):
+        load_corrective(short)
+
+
+def test_a_foreign_file_is_refused_naming_its_format(tmp_path):
+    path = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path), metadata={"format": "pt"})
+    with pytest.raises(CorrectiveCheckpointError, match="'pt', expected"):
+        read_meta(path)
