@@ -23,7 +23,7 @@ test-fast:
 DEMO_PROMPT := a photo of a red checkered mug
 demo: $(PY)
 	LMCSDS_DEVICE=cpu $(PY) -m lmcsds compare --threestudio $(RUN_DIR) \
-		--config configs/lmcsds-dreamfusion-cpu.yaml --prompt "$(DEMO_PROMPT)" --steps 400 \
+		--config configs/lmcsds-dreamfusion-cpu.yaml --prompt "$(DEMO_PROMPT)" --steps 300 \
 		--omegas 10 --no-matched --jobs 2 --out results/demo
 
 # image synthesis on the Fashion-MNIST prior (no threestudio)

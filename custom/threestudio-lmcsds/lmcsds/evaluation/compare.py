@@ -475,8 +475,14 @@ def compare(
         launch(run_dir, config, common, out / "logs" / f"{spec.label}.log", steps, spec.label,
                trial_of(spec), threads=max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None,
                position=slot if jobs > 1 else None)  # fmt: skip
+        if obj is not None:  # the density grid for the scores, while the other runs train
+            from .bench3d.scoring import density_field
+
+            density_field(trial_of(spec), 64)
 
     todo = [(s,) for s in specs if force or _steps_done(trial_of(s)) < steps]
+    # the built-in works at 64 px, where a step costs the most: start it first
+    todo.sort(key=lambda item: item[0].guidance_type != BUILTIN_GUIDANCE)
     for spec in specs:
         if (spec,) not in todo:
             check_reusable(trial_of(spec), prompt, seed)
