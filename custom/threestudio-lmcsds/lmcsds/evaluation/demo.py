@@ -5,7 +5,7 @@ A short version of the synthesis experiment (all 10 class prompts, 2 seeds, omeg
 (markdown + CSV) and the statistics plots. The full comparison is
 ``python -m lmcsds.evaluation.experiments synthesis``.
 
-    make demo        # or: python -m lmcsds.evaluation.demo --out results/demo
+    make demo-2d     # or: python -m lmcsds.evaluation.demo --out results/demo-2d
 """
 
 import argparse
@@ -20,7 +20,7 @@ from .optimise import OptimConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="results/demo", help="output folder")
+    parser.add_argument("--out", default="results/demo-2d", help="output folder")
     parser.add_argument("--steps", type=int, default=100, help="optimisation steps per image")
     parser.add_argument("--seeds", type=int, default=2, help="images per prompt and setting")
     parser.add_argument("--omegas", default="5,20", help="comma-separated guidance weights")
