@@ -82,7 +82,9 @@ def test_truncated_file(saved):
 def test_other_safetensors_file_is_refused(tmp_path):
     path = tmp_path / "other.safetensors"
     save_file({"w": torch.zeros(2)}, str(path), metadata={"format": "pt"})
-    with pytest.raises(CorrectiveCheckpointError, match="not an LMC-SDS corrective"):
+    with pytest.raises(
+        CorrectiveCheckpointError, match="not an LMC-SDS corrective.*'pt', expected"
+    ):
         read_meta(path)
 
 
@@ -332,10 +334,3 @@ def test_a_checkpoint_with_a_tensor_missing_is_refused(saved, tmp_path):
     save_file(tensors, str(short), metadata=m.to_strings())
     with pytest.raises(CorrectiveCheckpointError, match=f"missing \\['{dropped}'\\]"):
         load_corrective(short)
-
-
-def test_a_foreign_file_is_refused_naming_its_format(tmp_path):
-    path = tmp_path / "other.safetensors"
-    save_file({"w": torch.zeros(2)}, str(path), metadata={"format": "pt"})
-    with pytest.raises(CorrectiveCheckpointError, match="'pt', expected"):
-        read_meta(path)
