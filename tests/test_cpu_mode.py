@@ -506,6 +506,12 @@ def test_bench3d_scores_runs_against_the_true_object_and_resumes(tmp_path):
         scores.stat().st_mtime_ns == stamp
         and json.loads(scores.read_text())["iou"] == again[0]["iou"]
     )
+    # a run lost: --report-only scores the cells in which every guidance finished, and says so
+    (out / "runs/green-striped-mug/lmc-sds-fixed-w20-s3/ckpts/last.ckpt").unlink()
+    partial = bench3d(run, CPU_CONFIG, out, 2, train=False, **kw)
+    assert [(r["guidance"], r["seed"]) for r in partial] == [
+        ("supervised", 0), ("lmc-sds-fixed-w20", 0)]  # fmt: skip
+    assert "**Partial: 2 of 4 runs, the 1 (prompt, seed) cells" in (out / "summary.md").read_text()
 
 
 # --- mesh stage ----------------------------------------------------------------------------------

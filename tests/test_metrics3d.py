@@ -181,6 +181,37 @@ def test_bench_runs_per_seed():
         parse_seeds("0")
 
 
+def test_bench_queue_is_seed_major_and_scores_only_complete_cells(tmp_path):
+    """Interrupted, the benchmark has trained whole seeds; only (prompt, seed) cells in which
+    every guidance finished are scored, so guidances are compared on the same runs."""
+    from lmcsds.evaluation.bench3d import guidance_runs
+    from lmcsds.evaluation.bench3d.bench import complete_cells, training_queue
+    from lmcsds.evaluation.bench3d.runs import slug
+    from lmcsds.priors.objects3d import ObjectSpec
+
+    guidance = {"pretrained_model_name_or_path": "p", "loss_type": "lmc-sds"}
+    runs = [r for r in guidance_runs(guidance, [0, 3]) if r.spec.label in ("supervised", "sds-w21")]
+    mug, cube = ObjectSpec("mug", "red", "checkered"), ObjectSpec("cube", "blue", "plain")
+
+    def finish(spec, name, step):
+        ckpt = tmp_path / "runs" / slug(spec) / name / "ckpts" / "last.ckpt"
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"global_step": step}, ckpt)
+
+    finish(mug, "supervised-s0", 8)
+    finish(mug, "sds-w21-s0", 8)
+    finish(cube, "supervised-s0", 8)
+    finish(cube, "sds-w21-s0", 5)  # interrupted
+    finish(cube, "supervised-s3", 8)
+    queue = [(slug(s), r.name) for s, r in training_queue(tmp_path, [mug, cube], runs, [0, 3], 8)]
+    assert queue == [("blue-cube", "sds-w21-s0"), ("red-checkered-mug", "supervised-s3"),
+                     ("red-checkered-mug", "sds-w21-s3"), ("blue-cube", "sds-w21-s3")]  # fmt: skip
+    assert len(training_queue(tmp_path, [mug, cube], runs, [0, 3], 8, force=True)) == 8
+    assert complete_cells(tmp_path, [mug, cube], runs, 8) == {("red-checkered-mug", 0)}
+    assert complete_cells(tmp_path, [mug, cube], runs, 5) == {("red-checkered-mug", 0),
+                                                                ("blue-cube", 0)}  # fmt: skip
+
+
 def test_bench_baseline_runs_use_their_published_settings(tmp_path):
     """NFSD at omega 7.5 with its negative prompt; CSD's negative weight annealed over the
     first half of the run; Perp-Neg switched on in the prompt processor of its run only."""

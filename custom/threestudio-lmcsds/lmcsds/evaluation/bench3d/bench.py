@@ -7,7 +7,7 @@ import shlex
 import tempfile
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Set, Tuple
 
 from ...priors.objects3d import ObjectSpec, parse_caption
 from ...priors.objects_data import HELD_OUT
@@ -52,6 +52,7 @@ def bench3d(
     force: bool = False,
     jobs: int = 1,
     reference: Optional[str] = DEFAULT_REFERENCE,
+    train: bool = True,
 ) -> List[dict]:
     from omegaconf import OmegaConf
 
@@ -75,10 +76,9 @@ def bench3d(
     (out / "logs").mkdir(exist_ok=True)
     configs = {r.spec.label: write_config(base_config, r.spec, out / "configs" / f"{r.spec.label}.yaml")
                for r in runs}  # fmt: skip
-    todo = [(spec, run) for spec in prompts for run in runs
-            if force or _steps_done(out / "runs" / slug(spec) / run.name) < steps]  # fmt: skip
+    todo = training_queue(out, prompts, runs, seeds, steps, force) if train else []
 
-    def train(job: int, spec: ObjectSpec, run: BenchRun) -> None:
+    def train_one(job: int, spec: ObjectSpec, run: BenchRun) -> None:
         trial = out / "runs" / slug(spec) / run.name
         common = [
             f"exp_root_dir={out / 'runs'}", f"name={slug(spec)}", f"tag={run.name}",
@@ -98,14 +98,17 @@ def bench3d(
         )
         (trial / "scores.json").unlink(missing_ok=True)
 
-    in_slots(jobs, train, todo)
+    in_slots(jobs, train_one, todo)
 
+    complete = complete_cells(out, prompts, runs, steps)
     rows = []
     for spec in prompts:
         truth = ground_truth(spec, views, effective.data)
         finished = []
         for run in runs:
             trial = out / "runs" / slug(spec) / run.name
+            if (slug(spec), run.seed) not in complete:
+                continue
             scores_path = trial / "scores.json"
             if not scores_path.is_file():
                 row = score_run(trial, spec, truth, classifier)
@@ -120,13 +123,47 @@ def bench3d(
                        held_out=spec in HELD_OUT)  # fmt: skip
             rows.append(row)
             finished.append((run.name, final_test_views(trial, views)[0]))
+        if not finished:
+            continue
         held = " (caption never used in training)" if spec in HELD_OUT else ""
         save_renders(f"{spec.caption()}{held}", truth.rgb, finished,
                      out / f"renders-{slug(spec)}.png", views)  # fmt: skip
-    write_results(rows, out, steps, views, reference)
+    total = len(prompts) * len(runs)
+    partial = None
+    if len(rows) < total:
+        cells = sorted({(r["prompt"], r["seed"]) for r in rows})
+        partial = (f"partial: {len(rows)} of {total} runs, the {len(cells)} (prompt, seed) "
+                   f"cells in which every guidance finished; the other runs are left out")  # fmt: skip
+        print(f"bench3d {partial}")
+    if not rows:
+        raise RuntimeError(f"no (prompt, seed) in {out / 'runs'} has every guidance finished at "
+                           f"{steps} steps: nothing to score yet")  # fmt: skip
+    write_results(rows, out, steps, views, reference, partial)
     write_command(out, run_dir, base_config, steps, prompts, guidances, seeds, views, overrides,
                   jobs, reference)  # fmt: skip
     return rows
+
+
+def training_queue(out: Path, prompts: Sequence[ObjectSpec], runs: Sequence[BenchRun],
+                   seeds: Sequence[int], steps: int, force: bool = False,
+                   ) -> List[Tuple[ObjectSpec, BenchRun]]:  # fmt: skip
+    """The runs still to train, seed-major (every prompt and guidance at the first seed, then
+    the next), so that an interrupted benchmark holds whole tables at fewer seeds."""
+    return [(spec, run) for seed in seeds for spec in prompts for run in runs if run.seed == seed
+            and (force or _steps_done(out / "runs" / slug(spec) / run.name) < steps)]  # fmt: skip
+
+
+def complete_cells(out: Path, prompts: Sequence[ObjectSpec], runs: Sequence[BenchRun],
+                   steps: int) -> Set[Tuple[str, int]]:  # fmt: skip
+    """(prompt folder, seed) pairs in which every guidance's run reached ``steps``: the only
+    runs scored, so that every guidance is compared on the same prompts and seeds."""
+    labels = {r.spec.label for r in runs}
+    done = {}
+    for spec in prompts:
+        for run in runs:
+            if _steps_done(out / "runs" / slug(spec) / run.name) >= steps:
+                done.setdefault((slug(spec), run.seed), set()).add(run.spec.label)
+    return {cell for cell, got in done.items() if got == labels}
 
 
 def write_command(out, run_dir, base_config, steps, prompts, guidances, seeds, views, overrides,
@@ -200,6 +237,9 @@ def add_arguments(p) -> None:
     p.add_argument("--jobs", type=int, default=1,
                    help="runs trained at once, sharing the CPU cores (2 on a 2-core machine: "
                         "~1.35x the throughput; wall times are then per run under that load)")  # fmt: skip
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: score the finished runs and write the tables from the "
+                        "(prompt, seed) cells in which every guidance finished")  # fmt: skip
     p.add_argument("--oracles", action="store_true",
                    help="score the truth and its known failures instead (no training): "
                         "OUT/oracles.md")  # fmt: skip
@@ -226,4 +266,4 @@ def run(args) -> None:
     steps = args.steps or (QUICK_STEPS if args.quick else BUDGET)
     bench3d(Path(args.threestudio), Path(args.config), Path(args.out), steps, prompts,
             guidances, parse_seeds(args.seeds), args.views, args.classifier, args.overrides,
-            args.force, args.jobs, args.reference)  # fmt: skip
+            args.force, args.jobs, args.reference, not args.report_only)  # fmt: skip

@@ -138,7 +138,7 @@ def summary_markdown(
 
 
 def write_results(rows: List[dict], out: Path, steps: int, views: int,
-                  reference: Optional[str] = None) -> None:  # fmt: skip
+                  reference: Optional[str] = None, partial: Optional[str] = None) -> None:  # fmt: skip
     keys = ["prompt", "guidance", "seed", "held_out"] + METRICS
     with open(out / "per_prompt.csv", "w", newline="") as f:
         w = csv.DictWriter(f, keys, extrasaction="ignore")
@@ -162,7 +162,11 @@ def write_results(rows: List[dict], out: Path, steps: int, views: int,
             w = csv.DictWriter(f, list(diffs[0]) if diffs else ["guidance"], extrasaction="ignore")
             w.writeheader()
             w.writerows(diffs)
-    (out / "summary.md").write_text(summary_markdown(rows, summary, diffs, steps, views, reference))
+    text = summary_markdown(rows, summary, diffs, steps, views, reference)
+    if partial:  # under the title
+        title, rest = text.split("\n", 1)
+        text = f"{title}\n\n**{partial[0].upper() + partial[1:]}.**\n{rest}"
+    (out / "summary.md").write_text(text)
     plot_summary(summary, out / "summary.png")
     plot_iou_grid(rows, out / "iou.png")
 
