@@ -115,3 +115,25 @@ def test_corrective_paper_architecture():
     assert out.shape == (2, 3, 64, 64) and out.abs().max() <= 1
     with pytest.raises(ValueError, match="multiple of 16"):
         net(torch.randn(1, 3, 40, 40), torch.tensor([5]))
+
+
+def test_the_stand_in_prior_and_corrective_react_to_every_input(
+    tiny_prior, tiny_corrective_path, inputs
+):
+    """The parity tests compare terms such as eps_y - eps_0 and b - zhat: they prove something
+    only if the tiny prior's prediction depends on the prompt, t and the image, and the
+    corrective's on t and the image (a text-blind UNet would make every g_cond 0 on both sides)."""
+    corrective, _ = load_corrective(tiny_corrective_path)
+    z, t, emb_y, emb_0, eps, _ = inputs
+    zt = tiny_prior.scheduler.add_noise(z, eps, t)
+
+    def rel(a, b):  # relative change of a prediction when one input changes
+        return ((a - b).norm() / b.norm()).item()
+
+    base = unet_eps(tiny_prior, zt, t, emb_y)
+    assert rel(unet_eps(tiny_prior, zt, t, emb_0), base) > 1e-2  # the prompt
+    assert rel(unet_eps(tiny_prior, zt, t.flip(0), emb_y), base) > 1e-2  # t
+    assert rel(unet_eps(tiny_prior, zt.flip(0), t, emb_y), base) > 1e-2  # the image
+    with torch.no_grad():  # untrained, it reacts less (~1%), still 100x the tests' tolerance
+        b = corrective(z, t)
+        assert rel(corrective(z, t.flip(0)), b) > 1e-3 and rel(corrective(z.flip(0), t), b) > 1e-3
