@@ -9,6 +9,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lmcsds.core import FixedNoise
 
@@ -152,6 +153,7 @@ def test_gradient_reaching_the_render_equals_the_formula(
     torch.testing.assert_close(rgb.grad.permute(0, 3, 1, 2), 2 * g / 2, atol=1e-4, rtol=1e-4)
     assert {"g_cond_norm", "g_lmc_norm", "grad_norm"} <= set(out)
     assert not [k for k in out if k.startswith("loss_") and k != "loss_sds"]
+    assert "eval" not in out  # the eval images cost a decode: only when asked for
 
 
 def test_fixed_noise_same_across_steps_and_restarts(
@@ -181,6 +183,41 @@ def test_resizes_larger_renders_and_sds_mode_reports_g_proj(
     assert rgb.grad.shape == rgb.shape and rgb.grad.abs().sum() > 0
     assert "g_proj_norm" in out and "g_lmc_norm" not in out
     assert set(out["eval"]) >= {"imgs_noisy", "imgs_zhat", "imgs_g_cond", "imgs_g_proj", "texts"}
+
+
+def test_a_larger_render_is_resized_bilinearly_without_aligned_corners(
+    workdir, cpu_threestudio, tiny_if_dir, tiny_corrective_path
+):
+    """As threestudio's deep-floyd-guidance: the 64 px render gives the loss of its bilinear
+    (align_corners=False) resize to the prior's 32 px, with the same t and noise."""
+    guidance = make_guidance(cpu_threestudio, tiny_if_dir, tiny_corrective_path)
+    prompt_utils, batch = system_inputs(cpu_threestudio, tiny_if_dir, batch_size=1, size=64)
+    rgb = torch.rand(1, 64, 64, 3)
+    small = F.interpolate(rgb.permute(0, 3, 1, 2), (32, 32), mode="bilinear", align_corners=False)
+    losses = []
+    for x in (rgb, small.permute(0, 2, 3, 1)):
+        torch.manual_seed(3)
+        losses.append(guidance(x, prompt_utils, **batch)["loss_sds"])
+    torch.testing.assert_close(losses[0], losses[1])
+
+
+def test_an_empty_negative_prompt_is_warned_once_where_the_loss_uses_it(
+    workdir, cpu_threestudio, tiny_if_dir, caplog
+):
+    import logging
+
+    caplog.set_level(logging.WARNING)
+    prompt_utils, batch = system_inputs(cpu_threestudio, tiny_if_dir)
+    unused = workdir / "unused"
+    csd = make_guidance(cpu_threestudio, tiny_if_dir, unused, loss_type="csd",
+                        csd_negative_weight=0.0)  # fmt: skip
+    csd(torch.rand(2, 32, 32, 3), prompt_utils, **batch)
+    assert "empty negative prompt" not in caplog.text  # csd without its negative term
+    nfsd = make_guidance(cpu_threestudio, tiny_if_dir, unused, loss_type="nfsd")
+    for _ in range(2):
+        nfsd(torch.rand(2, 32, 32, 3), prompt_utils, **batch)
+    assert caplog.text.count("loss_type nfsd with an empty negative prompt") == 1
+    assert "or system.prompt_processor.negative_prompt" in caplog.text
 
 
 def test_guidance_eval_images(workdir, cpu_threestudio, tiny_if_dir, tiny_corrective_path):
@@ -461,7 +498,9 @@ def test_ms_sds_reports_its_rows(workdir, cpu_threestudio, tiny_if_dir):
 def test_rejects_latents(workdir, cpu_threestudio, tiny_if_dir, tiny_corrective_path):
     guidance = make_guidance(cpu_threestudio, tiny_if_dir, tiny_corrective_path)
     prompt_utils, batch = system_inputs(cpu_threestudio, tiny_if_dir, batch_size=1)
-    with pytest.raises(ValueError, match="pixel space"):
+    with pytest.raises(
+        ValueError, match="DeepFloyd IF works in pixel space: rgb_as_latents must be False"
+    ):
         guidance(torch.rand(1, 32, 32, 3), prompt_utils, **batch, rgb_as_latents=True)
 
 
@@ -513,8 +552,11 @@ def test_non_finite_renders_get_no_gradient_are_counted_and_warned_once(
 
 
 def test_renders_non_finite_for_n_steps_in_a_row_stop_the_run(
-    workdir, cpu_threestudio, tiny_if_dir, tiny_corrective_path
+    workdir, cpu_threestudio, tiny_if_dir, tiny_corrective_path, caplog
 ):
+    import logging
+
+    caplog.set_level(logging.WARNING)
     guidance = make_guidance(
         cpu_threestudio, tiny_if_dir, tiny_corrective_path, max_non_finite_steps=3
     )
@@ -529,6 +571,26 @@ def test_renders_non_finite_for_n_steps_in_a_row_stop_the_run(
     guidance.update_step(0, 14)
     with pytest.raises(RuntimeError, match=r"3 steps in a row \(since step 12\)"):
         guidance(nan, prompt_utils, **batch)
+    assert "step 10: 2 of 2 renders hold NaN or inf" in caplog.text  # counted, not the finite
+    # one finite render in the batch also resets the count
+    half = nan.clone()
+    half[0] = 0.5
+    for step in (20, 21, 22, 23, 24, 25):
+        guidance.update_step(0, step)
+        guidance(half if step in (20, 23) else nan, prompt_utils, **batch)
+    guidance.update_step(0, 26)
+    with pytest.raises(RuntimeError, match=r"3 steps in a row \(since step 24\)"):
+        guidance(nan, prompt_utils, **batch)
+    # max_non_finite_steps 1 stops at the first such step, 0 never
+    for limit, stops in ((1, True), (0, False)):
+        strict = make_guidance(cpu_threestudio, tiny_if_dir, tiny_corrective_path,
+                               max_non_finite_steps=limit)  # fmt: skip
+        if stops:
+            with pytest.raises(RuntimeError, match="1 steps in a row"):
+                strict(nan, prompt_utils, **batch)
+        else:
+            for _ in range(3):
+                assert torch.isfinite(strict(nan, prompt_utils, **batch)["loss_sds"])
 
 
 def test_guidance_images_map_the_prior_range_and_scale_gradients_per_image(workdir):
