@@ -154,6 +154,7 @@ def test_gradient_reaching_the_render_equals_the_formula(
     assert {"g_cond_norm", "g_lmc_norm", "grad_norm"} <= set(out)
     assert not [k for k in out if k.startswith("loss_") and k != "loss_sds"]
     assert "eval" not in out  # the eval images cost a decode: only when asked for
+    assert out["g_lmc_norm"] > 0 and out["g_cond_norm"] > 0
 
 
 def test_fixed_noise_same_across_steps_and_restarts(
@@ -201,6 +202,29 @@ def test_a_larger_render_is_resized_bilinearly_without_aligned_corners(
     torch.testing.assert_close(losses[0], losses[1])
 
 
+def test_grad_clip_bounds_every_element_and_the_logs_give_the_t_range(
+    workdir, cpu_threestudio, tiny_if_dir, tiny_corrective_path
+):
+    """grad_clip clamps g element-wise to [-c, c] (threestudio's deep-floyd-guidance); the
+    outputs log the t range in use."""
+    prompt_utils, batch = system_inputs(cpu_threestudio, tiny_if_dir)
+    rgb = torch.rand(2, 32, 32, 3)
+    grads = []
+    for clip in (None, 2e-3):
+        guidance = make_guidance(cpu_threestudio, tiny_if_dir, tiny_corrective_path,
+                                 grad_clip=clip, min_step_percent=0.3, max_step_percent=0.6)  # fmt: skip
+        x = rgb.clone().requires_grad_()
+        torch.manual_seed(4)
+        out = guidance(x, prompt_utils, **batch)
+        out["loss_sds"].backward()
+        grads.append(x.grad)  # = g: d loss / d rgb = 2 g / B, and B = 2
+    full, clipped = grads
+    assert (full > 2e-3).any() and (full < -2e-3).any()  # the clip acts on both sides
+    torch.testing.assert_close(clipped, full.clamp(-2e-3, 2e-3))
+    assert out["min_step"] == 300.0 and out["max_step"] == 600.0
+    assert 300 <= out["timestep"].min() and out["timestep"].max() <= 600
+
+
 def test_an_empty_negative_prompt_is_warned_once_where_the_loss_uses_it(
     workdir, cpu_threestudio, tiny_if_dir, caplog
 ):
@@ -242,6 +266,17 @@ def test_schedules_through_update_step(workdir, cpu_threestudio, tiny_if_dir, ti
     guidance.update_step(0, 50)
     assert guidance.max_step == int(1000 * 0.74)
     assert guidance.grad_clip_val == pytest.approx(5.0)
+    # threestudio's C(): an int end is a step, a float end an epoch; halfway through either
+    for end, epoch, step in ((100, 0, 50), (2.0, 1, 0)):
+        scheduled = make_guidance(
+            cpu_threestudio, tiny_if_dir, tiny_corrective_path / "unused", loss_type="csd",
+            grad_clip=[0, 2.0, 8.0, end], min_step_percent=[0, 0.02, 0.22, end],
+            max_step_percent=[0, 0.98, 0.5, end], csd_negative_weight=[0, 0.0, 1.0, end],
+        )  # fmt: skip
+        scheduled.update_step(epoch, step)
+        assert (scheduled.min_step, scheduled.max_step) == (120, 740), end
+        assert scheduled.grad_clip_val == pytest.approx(5.0), end
+        assert scheduled.step_cfg.csd_negative_weight == pytest.approx(0.5), end
 
 
 def test_lmc_sds_without_corrective_fails_before_loading_the_prior(
