@@ -137,3 +137,24 @@ def test_the_stand_in_prior_and_corrective_react_to_every_input(
     with torch.no_grad():  # untrained, it reacts less (~1%), still 100x the tests' tolerance
         b = corrective(z, t)
         assert rel(corrective(z, t.flip(0)), b) > 1e-3 and rel(corrective(z.flip(0), t), b) > 1e-3
+
+
+def test_the_prior_loads_frozen_in_fp32_on_a_cpu_without_the_text_encoder(
+    tiny_if_dir, monkeypatch, caplog
+):
+    """IF's T5 is 9 GB: the prior never loads it (threestudio's processor encodes the prompts);
+    the UNet is frozen; fp16 weights are not used on a CPU, with a warning saying so."""
+    import logging
+
+    import transformers
+
+    from lmcsds.core import IFPrior
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the text encoder was loaded")
+
+    monkeypatch.setattr(transformers.T5EncoderModel, "from_pretrained", refuse)
+    with caplog.at_level(logging.WARNING):
+        prior = IFPrior.from_pretrained(str(tiny_if_dir), device="cpu", half_precision=True)
+    assert "half_precision_weights ignored on CPU; using float32" in caplog.text
+    assert all(p.dtype == torch.float32 and not p.requires_grad for p in prior.unet.parameters())

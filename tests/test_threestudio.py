@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmcsds.core import FixedNoise
+from lmcsds.core import FixedNoise, prior_id
 
 from .conftest import ROOT, THREESTUDIO_DIR
 from .reference import reference, unet_eps
@@ -273,10 +273,79 @@ def test_schedules_through_update_step(workdir, cpu_threestudio, tiny_if_dir, ti
             grad_clip=[0, 2.0, 8.0, end], min_step_percent=[0, 0.02, 0.22, end],
             max_step_percent=[0, 0.98, 0.5, end], csd_negative_weight=[0, 0.0, 1.0, end],
         )  # fmt: skip
+        assert (scheduled.min_step, scheduled.max_step) == (20, 980), end  # before any step
         scheduled.update_step(epoch, step)
         assert (scheduled.min_step, scheduled.max_step) == (120, 740), end
         assert scheduled.grad_clip_val == pytest.approx(5.0), end
         assert scheduled.step_cfg.csd_negative_weight == pytest.approx(0.5), end
+
+
+def test_configure_passes_every_option_on(workdir, cpu_threestudio, tiny_if_dir, tmp_path):
+    """Each guidance option reaches the step, the prior or the checks; the corrective's
+    normalisation and resolution come from its file."""
+    from lmcsds.core import CorrectiveConfig, CorrectiveMeta, CorrectiveUNet, save_corrective
+
+    unused = tmp_path / "unused"
+    with pytest.raises(ValueError, match="'bogus'"):  # before the prior is loaded
+        make_guidance(cpu_threestudio, tmp_path / "no-prior", unused, compile_unet=True,
+                      compile_mode="bogus", loss_type="sds")  # fmt: skip
+    nfsd = make_guidance(cpu_threestudio, tiny_if_dir, unused, loss_type="nfsd", nfsd_t_small=500)
+    assert nfsd.step_cfg.nfsd_t_small == 500 and nfsd.corrective is None
+    for channels_last in (False, True):
+        sds = make_guidance(cpu_threestudio, tiny_if_dir, unused, loss_type="sds",
+                            enable_channels_last_format=channels_last)  # fmt: skip
+        weight = sds.prior.unet.conv_in.weight
+        assert weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+        assert weight.is_contiguous() != channels_last
+    for resolution, normalization in ((32, "per_channel"), (64, "global")):
+        arch = CorrectiveConfig(base_channels=4, depth=1)
+        meta = CorrectiveMeta(prior_id=prior_id(str(tiny_if_dir)), resolution=resolution,
+                              normalization=normalization, training_steps=0,
+                              num_train_timesteps=1000, architecture=arch)  # fmt: skip
+        path = tmp_path / f"corrective-{resolution}.safetensors"
+        save_corrective(path, CorrectiveUNet(arch, 1000), meta)
+        if resolution == 32:
+            lmc = make_guidance(cpu_threestudio, tiny_if_dir, path)
+            assert lmc.step_cfg.normalization == "per_channel"  # the file's, not the default
+        else:
+            with pytest.raises(ValueError, match="trained at 64x64, but the prior works at 32x32"):
+                make_guidance(cpu_threestudio, tiny_if_dir, path)
+
+
+@pytest.mark.parametrize(
+    "low,high,ok", [(0.0, 0.5, True), (0.5, 0.5, True), (0.2, 1.0, False), (0.2, 1.5, False)]
+)
+def test_the_t_range_may_be_one_t_from_0_and_stays_below_1(
+    workdir, cpu_threestudio, tiny_if_dir, low, high, ok
+):
+    kw = dict(loss_type="sds", min_step_percent=low, max_step_percent=high)
+    if ok:
+        guidance = make_guidance(cpu_threestudio, tiny_if_dir, tiny_if_dir / "unused", **kw)
+        assert (guidance.min_step, guidance.max_step) == (int(1000 * low), int(1000 * high))
+    else:
+        with pytest.raises(ValueError, match="max_step_percent < 1"):
+            make_guidance(cpu_threestudio, tiny_if_dir, tiny_if_dir / "unused", **kw)
+
+
+def test_view_independent_prompts_and_batches_of_three(
+    workdir, cpu_threestudio, tiny_if_dir, tiny_corrective_path
+):
+    """view_dependent_prompting False: the views' directions do not matter; Perp-Neg refuses it
+    (threestudio's own check); a batch of 3 is split into prompt and empty-prompt rows."""
+    plain = make_guidance(cpu_threestudio, tiny_if_dir, tiny_corrective_path,
+                          view_dependent_prompting=False)  # fmt: skip
+    prompt_utils, batch = system_inputs(cpu_threestudio, tiny_if_dir, batch_size=3)
+    front = dict(batch, azimuth=torch.zeros(3), elevation=torch.zeros(3))
+    rgb = torch.rand(3, 32, 32, 3)
+    losses = []
+    for views in (batch, front):
+        torch.manual_seed(2)
+        losses.append(plain(rgb, prompt_utils, **views)["loss_sds"])
+    torch.testing.assert_close(losses[0], losses[1])
+    assert batch["azimuth"].abs().max() > 30  # the directions did differ
+    perp_utils, _ = system_inputs(cpu_threestudio, tiny_if_dir, batch_size=3, use_perp_neg=True)
+    with pytest.raises(AssertionError, match="Perp-Neg only works with view-dependent"):
+        plain(rgb, perp_utils, **batch)
 
 
 def test_lmc_sds_without_corrective_fails_before_loading_the_prior(
@@ -486,8 +555,15 @@ def test_dds_needs_a_source_and_edits_it(workdir, cpu_threestudio, tiny_if_dir, 
     from PIL import Image
 
     unused = workdir / "unused"
-    with pytest.raises(ValueError, match="dds_source_image"):
-        make_guidance(cpu_threestudio, tiny_if_dir, unused, loss_type="dds")
+    message = (
+        "loss_type 'dds' edits a source: set system.guidance.dds_source_image (an image file) "
+        "and system.guidance.dds_source_prompt (a caption of it); in text-to-3D without a "
+        "reference image use another loss_type"
+    )
+    for only in ({}, {"dds_source_image": "source.png"}, {"dds_source_prompt": "a bag"}):
+        with pytest.raises(ValueError) as e:
+            make_guidance(cpu_threestudio, tiny_if_dir, unused, loss_type="dds", **only)
+        assert str(e.value) == message
     with pytest.raises(FileNotFoundError, match="missing.png"):
         make_guidance(cpu_threestudio, tiny_if_dir, unused, loss_type="dds",
                       dds_source_image="missing.png", dds_source_prompt="a bag")  # fmt: skip
@@ -616,16 +692,15 @@ def test_renders_non_finite_for_n_steps_in_a_row_stop_the_run(
     guidance.update_step(0, 26)
     with pytest.raises(RuntimeError, match=r"3 steps in a row \(since step 24\)"):
         guidance(nan, prompt_utils, **batch)
-    # max_non_finite_steps 1 stops at the first such step, 0 never
-    for limit, stops in ((1, True), (0, False)):
+    # a fresh guidance with max_non_finite_steps N stops at the N-th such step; 0 never stops
+    for limit in (1, 2, 0):
         strict = make_guidance(cpu_threestudio, tiny_if_dir, tiny_corrective_path,
                                max_non_finite_steps=limit)  # fmt: skip
-        if stops:
-            with pytest.raises(RuntimeError, match="1 steps in a row"):
+        for _ in range(limit - 1 if limit else 3):
+            assert torch.isfinite(strict(nan, prompt_utils, **batch)["loss_sds"])
+        if limit:
+            with pytest.raises(RuntimeError, match=f"{limit} steps in a row"):
                 strict(nan, prompt_utils, **batch)
-        else:
-            for _ in range(3):
-                assert torch.isfinite(strict(nan, prompt_utils, **batch)["loss_sds"])
 
 
 def test_guidance_images_map_the_prior_range_and_scale_gradients_per_image(workdir):
