@@ -51,6 +51,10 @@ def test_nfsd_matches_published_formula(tiny_prior, inputs):
     out = step(tiny_prior, inputs, "nfsd")
     torch.testing.assert_close(out.g, expected, atol=1e-4, rtol=1e-4)
     assert out.unet_rows == 3
+    # nfsd_t_small moves the boundary: at 800 both t (100, 700) take eps_0 alone
+    cfg = StepConfig("nfsd", OMEGA, scale_by_omega=False, nfsd_t_small=800)
+    late = lmc_sds_step(tiny_prior, None, z, t, emb_y, emb_0, eps, cfg, emb_neg=emb_neg)
+    torch.testing.assert_close(late.g, e0 + OMEGA * (ey - e0), atol=1e-4, rtol=1e-4)
 
 
 def test_dds_matches_published_formula(tiny_prior, inputs, encode):

@@ -202,3 +202,8 @@ def test_perpendicular_is_orthogonal_also_to_a_small_direction():
     assert ((p * y).flatten(1).sum(1).abs() < 1e-6).all()
     torch.testing.assert_close(x - p, (x * y).flatten(1).sum(1).view(-1, 1, 1, 1)
                                / (y * y).flatten(1).sum(1).view(-1, 1, 1, 1) * y)  # fmt: skip
+
+
+def test_bhat_normalises_globally_by_default(batch):
+    b, zhat = batch[0], batch[1] * 3 + 0.5
+    torch.testing.assert_close(G.bhat(b, zhat), G.bhat(b, zhat, "global"))

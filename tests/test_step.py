@@ -30,7 +30,7 @@ def test_lmc_sds_matches_reference(tiny_prior, tiny_corrective_path, inputs, mod
     )
     expected = reference(tiny_prior, corrective, z, t, emb_y, emb_0, eps, 7.0, mode=mode)
     torch.testing.assert_close(out.g, expected, atol=1e-4, rtol=1e-4)
-    assert out.unet_rows == 2
+    assert out.unet_rows == 2 and isinstance(out.unet_rows, int)
 
 
 def test_fixed_eps_enters_g_cond_only(tiny_prior, tiny_corrective_path, inputs):
@@ -90,6 +90,7 @@ def test_step_config_rejects_bad_values():
         StepConfig(loss_type="vsd")
     with pytest.raises(ValueError, match="omega"):
         StepConfig(omega=0.0)
+    assert StepConfig(omega=0.5).omega == 0.5  # any omega > 0, also below 1
     with pytest.raises(ValueError, match="normalization"):
         StepConfig(normalization="batch")
     with pytest.raises(ValueError, match="weighting"):
