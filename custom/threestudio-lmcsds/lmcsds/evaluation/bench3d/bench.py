@@ -132,9 +132,9 @@ def bench3d(
     partial = None
     if len(rows) < total:
         cells = sorted({(r["prompt"], r["seed"]) for r in rows})
-        partial = (f"partial: {len(rows)} of {total} runs, the {len(cells)} (prompt, seed) "
+        partial = (f"Partial: {len(rows)} of {total} runs, the {len(cells)} (prompt, seed) "
                    f"cells in which every guidance finished; the other runs are left out")  # fmt: skip
-        print(f"bench3d {partial}")
+        print(f"bench3d: {partial}")
     if not rows:
         raise RuntimeError(f"no (prompt, seed) in {out / 'runs'} has every guidance finished at "
                            f"{steps} steps: nothing to score yet")  # fmt: skip

@@ -165,7 +165,7 @@ def write_results(rows: List[dict], out: Path, steps: int, views: int,
     text = summary_markdown(rows, summary, diffs, steps, views, reference)
     if partial:  # under the title
         title, rest = text.split("\n", 1)
-        text = f"{title}\n\n**{partial[0].upper() + partial[1:]}.**\n{rest}"
+        text = f"{title}\n\n**{partial}.**\n{rest}"
     (out / "summary.md").write_text(text)
     plot_summary(summary, out / "summary.png")
     plot_iou_grid(rows, out / "iou.png")
