@@ -512,6 +512,12 @@ def test_bench3d_scores_runs_against_the_true_object_and_resumes(tmp_path):
     assert [(r["guidance"], r["seed"]) for r in partial] == [
         ("supervised", 0), ("lmc-sds-fixed-w20", 0)]  # fmt: skip
     assert "**Partial: 2 of 4 runs, the 1 (prompt, seed) cells" in (out / "summary.md").read_text()
+    # rerunning retrains it from an empty folder: a stale log of the lost attempt is not counted
+    stale = out / "runs/green-striped-mug/lmc-sds-fixed-w20-s3/csv_logs/version_7"
+    stale.mkdir(parents=True)
+    (stale / "metrics.csv").write_text("step,train/loss_sds,train/non_finite_renders\n5,nan,1\n")
+    resumed = bench3d(run, CPU_CONFIG, out, 2, **kw)
+    assert not stale.exists() and [r["non_finite"] for r in resumed] == [0, 0, 0, 0]
 
 
 # --- mesh stage ----------------------------------------------------------------------------------

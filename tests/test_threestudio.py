@@ -364,6 +364,11 @@ def test_lmc_sds_without_corrective_fails_before_loading_the_prior(
         (dict(loss_type="sds", guidance_scale=-1.0), "omega"),
         (dict(loss_type="sds", weighting_strategy="dreamfusion"), "weighting_strategy"),
         (dict(loss_type="sds", compile_unet=True, compile_mode="fast"), "compile mode"),
+        (dict(loss_type="sds", time_schedule="cosine"), "time_schedule must be one of"),
+        (dict(loss_type="sds", time_schedule="linear", trainer_max_steps=0), "trainer.max_steps"),
+        (dict(loss_type="sds", dreamtime_params=[500, 800, 300, 100]), "m2 <= m1"),
+        (dict(loss_type="sds", noise="ddim"), "noise must be one of"),
+        (dict(loss_type="sds", noise="inversion", inversion_n_steps=0), "inversion_steps"),
     ],
 )
 def test_invalid_config_values_fail_before_loading_the_prior(
@@ -604,6 +609,54 @@ def test_ms_sds_reports_its_rows(workdir, cpu_threestudio, tiny_if_dir):
     assert rgb.grad.abs().sum() > 0
     assert out["unet_rows"] == 3 * (2 + 2)  # 3 steps of prompt, empty prompt, 2 negatives
     assert "imgs_g_proj_multistep" in out["eval"]
+
+
+def test_time_schedules_give_one_t_per_step_within_the_scheduled_range(
+    workdir, cpu_threestudio, tiny_if_dir
+):
+    from .test_timesteps import hand_pdf, hand_t
+
+    prompt_utils, batch = system_inputs(cpu_threestudio, tiny_if_dir)
+    rgb = torch.rand(2, 32, 32, 3)
+    linear = make_guidance(cpu_threestudio, tiny_if_dir, workdir / "unused", loss_type="sds",
+                           time_schedule="linear", trainer_max_steps=100,
+                           max_step_percent=[0, 0.98, 0.5, 100])  # fmt: skip
+    for step, t in ((0, 980), (50, 380), (100, 20)):  # max_step 980 -> 740 -> 500 meanwhile
+        linear.update_step(0, step)
+        assert linear(rgb, prompt_utils, **batch)["timestep"].tolist() == [t, t], step
+    dreamtime = make_guidance(cpu_threestudio, tiny_if_dir, workdir / "unused", loss_type="sds",
+                              time_schedule="dreamtime", trainer_max_steps=40)  # fmt: skip
+    pdf = hand_pdf(20, 980)  # the tiny prior has IF's squared-cosine schedule
+    for step in (0, 13, 40):
+        dreamtime.update_step(0, step)
+        t = dreamtime(rgb, prompt_utils, **batch)["timestep"].tolist()
+        assert t == [hand_t(pdf, step / 40)] * 2, step
+    assert hand_t(pdf, 0.0) == 980 and hand_t(pdf, 1.0) == 20
+
+
+def test_inverted_noise_replaces_the_random_draw_and_reports_its_rows(
+    workdir, cpu_threestudio, tiny_if_dir
+):
+    """With eta 0 and a fixed t the step no longer depends on torch's random state; each of the
+    4 inversion steps (0 -> 250 -> 500 -> 750 -> 980) adds the prompt's and the empty row."""
+    prompt_utils, batch = system_inputs(cpu_threestudio, tiny_if_dir)
+    rgb = torch.rand(2, 32, 32, 3)
+    grads = {}
+    for noise in ("random", "inversion"):
+        guidance = make_guidance(cpu_threestudio, tiny_if_dir, workdir / "unused",
+                                 loss_type="sds", time_schedule="linear", noise=noise,
+                                 inversion_n_steps=4, inversion_eta=0.0)  # fmt: skip
+        outs = []
+        for seed in (1, 2):
+            torch.manual_seed(seed)
+            x = rgb.clone().requires_grad_(True)
+            out = guidance(x, prompt_utils, **batch)
+            out["loss_sds"].backward()
+            outs.append(x.grad)
+        grads[noise] = outs
+        assert out["unet_rows"] == (2 + 4 * 2 if noise == "inversion" else 2)
+    assert not torch.allclose(*grads["random"])
+    torch.testing.assert_close(*grads["inversion"])
 
 
 def test_rejects_latents(workdir, cpu_threestudio, tiny_if_dir, tiny_corrective_path):

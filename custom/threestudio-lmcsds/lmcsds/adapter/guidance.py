@@ -5,9 +5,9 @@ so ``dreamfusion-system`` and the other systems use it unchanged. The math lives
 ``lmcsds.core``; this class only adapts threestudio's inputs and schedules to it.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import threestudio
 import torch
@@ -26,6 +26,14 @@ from ..core import (
 )
 from ..core.compiled_unet import check_compile_mode
 from ..core.gradients import NFSD_NEGATIVE_PROMPT, loss_from_grad
+from ..core.timesteps import (
+    DREAMTIME_PARAMS,
+    SCHEDULES,
+    check_dreamtime_params,
+    dreamtime_pdf,
+    dreamtime_t,
+    linear_t,
+)
 
 DEFAULT_CORRECTIVE = "load/lmcsds/correctives/IF-I-XL-v1.0.safetensors"
 SECOND_TERM = {  # name of each loss type's second term in logs and eval images
@@ -73,6 +81,21 @@ class LMCSDSDeepFloydGuidance(BaseObject):
         noise_seed: int = 0
         min_step_percent: Any = 0.02
         max_step_percent: Any = 0.98
+        # t per step: uniform in [min_step, max_step] per image (the paper) | linear (from
+        # max_step down to min_step over trainer_max_steps, SDI's t_anneal) | dreamtime (one t
+        # per step from DreamTime's p(t) = W_d W_p, dreamtime_params = m1, m2, s1, s2 in
+        # timesteps; dreamtime_diffusion_weight false: W_p alone)
+        time_schedule: str = "uniform"
+        dreamtime_params: List[float] = field(default_factory=lambda: list(DREAMTIME_PARAMS))
+        dreamtime_diffusion_weight: bool = True
+        trainer_max_steps: int = 10000  # set to ${trainer.max_steps} by the configs
+        # the step's noise: random (SDS) | inversion (SDI: the noise that DDIM-inverts the
+        # render to t, 2 UNet rows per inversion step; inversion_guidance_scale in the paper's
+        # convention: threestudio's stable-diffusion-sdi-guidance's -7.5 is -6.5 here)
+        noise: str = "random"
+        inversion_guidance_scale: float = -6.5
+        inversion_n_steps: int = 10
+        inversion_eta: float = 0.3
         weighting_strategy: str = "uniform"  # uniform (paper) | sds | fantasia3d
         grad_clip: Optional[Any] = None
         half_precision_weights: bool = True
@@ -102,6 +125,13 @@ class LMCSDSDeepFloydGuidance(BaseObject):
         cfg = self.cfg
         if cfg.compile_unet:
             check_compile_mode(cfg.compile_mode)
+        if cfg.time_schedule not in SCHEDULES:
+            raise ValueError(f"time_schedule must be one of {SCHEDULES}, got {cfg.time_schedule!r}")
+        if cfg.time_schedule != "uniform" and cfg.trainer_max_steps < 1:
+            raise ValueError(
+                f"time_schedule {cfg.time_schedule!r} needs trainer_max_steps >= 1 (set it to "
+                f"${{trainer.max_steps}}), got {cfg.trainer_max_steps}"
+            )
         normalization = cfg.corrective_normalization
         if cfg.loss_type == "lmc-sds":  # fail before loading the prior when the file is bad
             meta = read_meta(cfg.corrective_path)
@@ -121,7 +151,12 @@ class LMCSDSDeepFloydGuidance(BaseObject):
             ms_steps=cfg.ms_sds_steps,
             nfsd_t_small=cfg.nfsd_t_small,
             csd_negative_weight=C(cfg.csd_negative_weight, 0, 0),
+            noise=cfg.noise,
+            inversion_omega=cfg.inversion_guidance_scale,
+            inversion_steps=cfg.inversion_n_steps,
+            inversion_eta=cfg.inversion_eta,
         )
+        check_dreamtime_params(cfg.dreamtime_params)
         self.configure_baseline_prompts()
         threestudio.info(f"Loading DeepFloyd IF stage I from {cfg.pretrained_model_name_or_path}")
         self.prior = IFPrior.from_pretrained(
@@ -209,9 +244,7 @@ class LMCSDSDeepFloydGuidance(BaseObject):
         rgb = torch.where(finite[:, None, None, None], rgb, torch.zeros_like(rgb))
         z = rgb.permute(0, 3, 1, 2) * 2.0 - 1.0  # [0, 1] -> the prior's [-1, 1]
         z = F.interpolate(z, (res, res), mode="bilinear", align_corners=False)
-        t = torch.randint(
-            self.min_step, self.max_step + 1, [batch_size], dtype=torch.long, device=z.device
-        )
+        t = self.sample_t(batch_size, z.device)
         perp_neg = None
         if prompt_utils.use_perp_neg:  # rows: positive (B), unconditional (B), negatives (B K)
             emb, neg_weights = prompt_utils.get_text_embeddings_perp_neg(
@@ -257,6 +290,24 @@ class LMCSDSDeepFloydGuidance(BaseObject):
         if guidance_eval:
             result["eval"] = self.eval_images(out, t, elevation, azimuth, camera_distances)
         return result
+
+    def sample_t(self, batch_size: int, device: torch.device) -> torch.Tensor:
+        """(B,) timesteps of this step by ``time_schedule`` within [min_step, max_step]."""
+        cfg = self.cfg
+        if cfg.time_schedule == "uniform":
+            return torch.randint(
+                self.min_step, self.max_step + 1, [batch_size], dtype=torch.long, device=device
+            )
+        progress = self.global_step / cfg.trainer_max_steps
+        if cfg.time_schedule == "linear":
+            t = linear_t(progress, self.min_step, self.max_step)
+        else:
+            pdf = dreamtime_pdf(
+                self.prior.alphas_cumprod, self.min_step, self.max_step,
+                cfg.dreamtime_params, cfg.dreamtime_diffusion_weight,
+            )  # fmt: skip
+            t = dreamtime_t(pdf, progress)
+        return torch.full([batch_size], t, dtype=torch.long, device=device)
 
     def check_finite(self, rgb: torch.Tensor) -> torch.Tensor:
         """(B,) True for renders without NaN / inf. Warns at the first step that has any; stops

@@ -47,6 +47,12 @@ def zhat_t(zt: Tensor, eps_0: Tensor, abar: Tensor) -> Tensor:
     return (zt - (1 - abar).sqrt() * eps_0) / abar.sqrt()
 
 
+def ddim_sigma(abar: Tensor, abar_next: Tensor) -> Tensor:
+    """DDIM's noise scale at eta = 1 between a less noisy abar and a noisier abar_next (Song et
+    al. 2021, Eq. 16): sqrt((1 - abar) / (1 - abar_next) (1 - abar_next / abar))."""
+    return ((1 - abar) / (1 - abar_next) * (1 - abar_next / abar)).clamp_min(0).sqrt()
+
+
 def eps_omega(eps_y: Tensor, eps_0: Tensor, omega: float) -> Tensor:
     """Classifier-free guidance (Eq. 4): omega eps_y + (1 - omega) eps_0."""
     return omega * eps_y + (1 - omega) * eps_0

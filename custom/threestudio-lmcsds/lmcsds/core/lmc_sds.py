@@ -17,6 +17,7 @@ from .corrective import CorrectiveUNet
 from .prior import IFPrior
 
 LOSS_TYPES = ("lmc-sds", "sds", "cond", "nfsd", "dds", "ms-sds", "csd")
+NOISE_TYPES = ("random", "inversion")
 Block = Tuple[Tensor, Tensor, Tensor]  # (noisy images, timesteps, text embeddings) of UNet rows
 
 
@@ -34,6 +35,12 @@ class StepConfig:
     ms_steps: int = 5  # ms-sds: DDIM steps from t to 0 (the paper's comparison used 5)
     nfsd_t_small: int = 200  # nfsd: delta_D is eps_0 alone below this t (NFSD's 200 of 1000)
     csd_negative_weight: float = 0.0  # csd: omega_2 / omega_1, weight of the negative prompt
+    # the step's noise: "random" (the caller's eps) or "inversion" (SDI: the noise that
+    # DDIM-inverts z to t, see invert_noise), with its guidance weight, steps and eta
+    noise: str = "random"
+    inversion_omega: float = -6.5  # threestudio's sdi guidance's -7.5 in its convention
+    inversion_steps: int = 10
+    inversion_eta: float = 0.3
 
     def __post_init__(self) -> None:
         if self.loss_type not in LOSS_TYPES:
@@ -46,6 +53,12 @@ class StepConfig:
             raise ValueError(
                 f"ms_steps (denoising steps of ms-sds) must be >= 1, got {self.ms_steps}"
             )
+        if self.noise not in NOISE_TYPES:
+            raise ValueError(f"noise must be one of {NOISE_TYPES}, got {self.noise!r}")
+        if int(self.inversion_steps) != self.inversion_steps or self.inversion_steps < 1:
+            raise ValueError(f"inversion_steps must be >= 1, got {self.inversion_steps}")
+        if self.inversion_eta < 0:
+            raise ValueError(f"inversion_eta must be >= 0, got {self.inversion_eta}")
 
     @property
     def needs_negative(self) -> bool:
@@ -122,6 +135,38 @@ def multistep_x0(
     return G.zhat_t(x, e, prior.abar(tau)), rows
 
 
+def invert_noise(
+    prior: IFPrior,
+    z: Tensor,
+    t: Tensor,
+    emb_y: Tensor,
+    emb_0: Tensor,
+    omega: float,
+    steps: int,
+    eta: float = 0.0,
+    generator: Optional[torch.Generator] = None,
+) -> Tuple[Tensor, Tensor, int]:
+    """SDI's noise (Lukoianov et al. 2024, "Score Distillation via Reparametrized DDIM"):
+    DDIM-invert the image z from timestep 0 to t (B,) at timesteps 0, T / steps, 2 T / steps,
+    ..., t, each step guided with ``omega`` (eps^omega, Eq. 4); eta > 0 adds eta sigma (DDIM's
+    Eq. 16) of fresh noise per step. Returns (z_t, kappa, UNet rows) with z_t = sqrt(abar_t) z +
+    sqrt(1 - abar_t) kappa: kappa replaces SDS's random eps."""
+    stride = max(prior.num_train_timesteps // int(steps), 1)
+    x, tau, rows = z, torch.zeros_like(t), 0
+    while bool((tau < t).any()):
+        tau_next = torch.minimum(tau + stride, t)  # images already at their t take identity steps
+        eps = _predict(prior, _cond_blocks(x, tau, emb_y, emb_0, None))
+        e = G.eps_omega(eps[0], eps[1], omega)
+        abar, abar_next = prior.abar(tau), prior.abar(tau_next)
+        x = G.z_t(G.zhat_t(x, e, abar), e, abar_next)  # one deterministic DDIM step, reversed
+        if eta > 0:
+            xi = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x = x + eta * G.ddim_sigma(abar, abar_next) * xi
+        tau, rows = tau_next, rows + 2 * z.shape[0]
+    abar_t = prior.abar(t)
+    return x, (x - abar_t.sqrt() * z) / (1 - abar_t).sqrt(), rows
+
+
 def lmc_sds_step(
     prior: IFPrior,
     corrective: Optional[CorrectiveUNet],
@@ -135,6 +180,7 @@ def lmc_sds_step(
     perp_neg: Optional[Tuple[Tensor, Tensor]] = None,
     emb_neg: Optional[Tensor] = None,
     source: Optional[Tuple[Tensor, Tensor]] = None,
+    generator: Optional[torch.Generator] = None,
 ) -> StepOutput:
     """Gradient on the image z (B, 3, H, W) at timesteps t (B,).
 
@@ -145,6 +191,8 @@ def lmc_sds_step(
     of nfsd and csd. ``source``: (image (B, 3, H, W), prompt embeddings (B, L, D)) of dds.
     Rows per image: 2, +1 for LMC-SDS with ``eps_cond``, +K with ``perp_neg``, +1 for a
     negative prompt, +2 for dds, all in one UNet call; ms-sds adds (2 + K) per further step.
+    With ``cfg.noise == "inversion"`` the inverted noise kappa (``invert_noise``, its eta noise
+    from ``generator``) replaces ``eps``, 2 rows per inversion step before that call.
     """
     loss = cfg.loss_type
     if loss == "lmc-sds" and corrective is None:
@@ -154,6 +202,17 @@ def lmc_sds_step(
     if loss == "dds" and source is None:
         raise ValueError("loss_type 'dds' needs a source image and source prompt (source=...)")
     z = z.detach()
+    inversion_rows = 0
+    if cfg.noise == "inversion":
+        if eps_cond is not None and loss != "lmc-sds":
+            raise ValueError(
+                f"loss_type {loss!r}: a fixed eps would replace the inverted noise everywhere; "
+                f"use fixed noise or noise inversion, not both"
+            )
+        _, eps, inversion_rows = invert_noise(
+            prior, z, t, emb_y, emb_0, cfg.inversion_omega, cfg.inversion_steps,
+            cfg.inversion_eta, generator,
+        )  # fmt: skip
     abar = prior.abar(t)
     separate = loss == "lmc-sds" and eps_cond is not None
     eps_c = eps if eps_cond is None else eps_cond
@@ -169,7 +228,7 @@ def lmc_sds_step(
         zt_src = G.z_t(source[0].detach().to(z), eps_c, abar)
         blocks += [(zt_src, t, source[1]), (zt_src, t, emb_0)]
     predictions = _predict(prior, blocks)
-    rows = sum(b[0].shape[0] for b in blocks)
+    rows = sum(b[0].shape[0] for b in blocks) + inversion_rows
     eps_0 = predictions[1]
     g_c = _g_cond(predictions[:n_cond], perp_neg, cfg.omega)
     extra = iter(predictions[n_cond:])

@@ -29,6 +29,7 @@ omega = scale + 1, no 1/omega) through this package's guidance at the prior's ow
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -163,7 +164,9 @@ def launch(
     position: Optional[int] = None,
 ) -> None:
     """threestudio's launch.py --train in ``run_dir``; a progress bar follows its CSV log.
-    ``threads`` sets the run's CPU threads (OMP_NUM_THREADS), ``position`` its bar's line."""
+    ``threads`` sets the run's CPU threads (OMP_NUM_THREADS), ``position`` its bar's line.
+    The run starts from an empty ``trial`` folder: an unfinished attempt's logs are not its own."""
+    shutil.rmtree(trial, ignore_errors=True)
     env = dict(os.environ)
     if not torch.cuda.is_available():
         env.setdefault("LMCSDS_DEVICE", "cpu")
