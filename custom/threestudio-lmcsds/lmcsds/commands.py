@@ -16,6 +16,8 @@ COMMANDS: List[Tuple[str, str, str]] = [
     ("bench3d", "lmcsds.evaluation.bench3d", "text-to-3D against ground truth (procedural objects)"),
     ("term-bias", "lmcsds.evaluation.term_bias",
      "mean push of g_cond / g_proj / g_lmc on an object's renders"),
+    ("detail-diagnosis", "lmcsds.evaluation.detail_diagnosis",
+     "what one guidance step does to an object's pattern and parts, per t"),
     ("experiments", "lmcsds.evaluation.experiments", "the paper's 2D synthesis and editing"),
     ("demo", "lmcsds.evaluation.demo", "a 2D SDS vs LMC-SDS run on the bundled prior (minutes)"),
     ("bench-guidance", "lmcsds.bench.guidance",

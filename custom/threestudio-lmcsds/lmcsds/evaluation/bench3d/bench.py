@@ -20,6 +20,7 @@ from .runs import (
     QUICK_GUIDANCES,
     QUICK_PROMPTS,
     QUICK_STEPS,
+    REMEDY_GUIDANCES,
     BenchRun,
     guidance_runs,
     parse_seeds,
@@ -224,7 +225,8 @@ def add_arguments(p) -> None:
     p.add_argument("--prompts", default=None,
                    help="';'-separated captions of procedural objects (default: the 8 of PROMPTS)")  # fmt: skip
     p.add_argument("--guidances", default=None,
-                   help=f"comma-separated run labels, or 'all' (default: {','.join(DEFAULT_GUIDANCES)})")  # fmt: skip
+                   help=f"comma-separated run labels, 'all', or 'remedies' ({','.join(REMEDY_GUIDANCES)}; "
+                        f"default: {','.join(DEFAULT_GUIDANCES)})")  # fmt: skip
     p.add_argument("--seeds", default="1",
                    help="a count N (seeds 0..N-1) or distinct seeds, e.g. 0,5,9; folders "
                         "<guidance>-s<seed>")  # fmt: skip
@@ -259,6 +261,8 @@ def run(args) -> None:
     guidances = QUICK_GUIDANCES if args.quick else DEFAULT_GUIDANCES
     if args.guidances == "all":
         guidances = None
+    elif args.guidances == "remedies":
+        guidances = REMEDY_GUIDANCES
     elif args.guidances:
         guidances = [g for g in args.guidances.split(",") if g]
     if args.jobs < 1:

@@ -33,15 +33,20 @@ def blur(rgb: Tensor, sigma: float = 1.0) -> Tensor:
     return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(3, 1, -1, 1), groups=3)
 
 
+def mean_albedo(spec: ObjectSpec, truth: Truth) -> Tensor:
+    """(3,) mean albedo of the object's surface seen by the truth's cameras."""
+    size = truth.mask.shape[-1]
+    o, d = rays(truth.cameras, size, size)
+    hit, _, p = trace(spec.shape, o.reshape(-1, 3), d.reshape(-1, 3))
+    return albedo(spec, p[hit]).mean(0)
+
+
 def flat_colour(spec: ObjectSpec, truth: Truth) -> Tensor:
     """The object shaded as the truth but in one colour: the mean of its visible albedo (a
     patterned object averaged to its mean colour, as a pattern-less guidance renders it)."""
     cams = truth.cameras
-    size = truth.mask.shape[-1]
-    lit = render(spec, cams, size, 4, shading=["textureless"] * len(cams)).rgb
-    o, d = rays(cams, size, size)
-    hit, _, p = trace(spec.shape, o.reshape(-1, 3), d.reshape(-1, 3))
-    mean = albedo(spec, p[hit]).mean(0)
+    lit = render(spec, cams, truth.mask.shape[-1], 4, shading=["textureless"] * len(cams)).rgb
+    mean = mean_albedo(spec, truth)
     return quantise_8bit(lit * mean[None, :, None, None] * (truth.mask[:, None] > 0))
 
 

@@ -30,6 +30,10 @@ FIXED_EPS = "lmc-sds-fixed-w20"
 DEFAULT_GUIDANCES = ["supervised", "sds-builtin", "sds-builtin-s100", "sds-w21", "sds-w101",
                      "lmc-sds-w10", "lmc-sds-w20", FIXED_EPS, "ms-sds-w21",
                      "lmc-sds-w10-perpneg"]  # fmt: skip
+# --guidances remedies: SDS and LMC-SDS with and without each remedy for detail (t annealed
+# linearly or by DreamTime, SDI's inverted noise with its annealed t), beside the ceiling
+REMEDY_GUIDANCES = ["supervised"] + [f"{base}{remedy}" for base in ("sds-w21", "lmc-sds-w10")
+                                     for remedy in ("", "-linear", "-dreamtime", "-sdi")]  # fmt: skip
 SUPERVISED = "supervised"
 LMCSDS = "lmc-sds-deep-floyd-guidance"
 
@@ -111,6 +115,23 @@ def run_specs(guidance: dict, steps: int = 400, fixed_omega: float = 20.0) -> Li
                 weighting_strategy="uniform", csd_negative_weight=[0, 0.0, 1.0, steps // 2]),
                 "CSD as its public DeepFloyd config: omega_1 1, w = 1, normalised gradient, "
                 "Perp-Neg", {"use_perp_neg": True}),
+    ] + [spec for label, base in (("sds-w21", dict(sds, guidance_scale=21.0)),
+                                  ("lmc-sds-w10", dict(lmc, guidance_scale=10.0)))
+         for spec in remedy_specs(label, base)]  # fmt: skip
+
+
+def remedy_specs(label: str, guidance: dict) -> List[RunSpec]:
+    """``label`` with t annealed linearly (SDI's t_anneal), by DreamTime's schedule, and SDI
+    (DDIM-inverted noise: 10 steps, omega -6.5, eta 0.3, with the linear anneal, as
+    threestudio's sdi config); the t range stays the base config's."""
+    return [
+        RunSpec(f"{label}-linear", LMCSDS, dict(guidance, time_schedule="linear"),
+                f"{label}, t annealed linearly from max to min"),
+        RunSpec(f"{label}-dreamtime", LMCSDS, dict(guidance, time_schedule="dreamtime"),
+                f"{label}, DreamTime's t schedule (800, 500, 300, 100)"),
+        RunSpec(f"{label}-sdi", LMCSDS, dict(guidance, time_schedule="linear", noise="inversion",
+                inversion_guidance_scale=-6.5, inversion_n_steps=10, inversion_eta=0.3),
+                f"{label} with SDI's inverted noise, t annealed linearly"),
     ]  # fmt: skip
 
 
