@@ -35,6 +35,7 @@ from torch import Tensor
 from ..commands import module_main
 from ..core import gradients as G
 from ..core.lmc_sds import StepConfig, lmc_sds_step
+from .term_bias import add_object_arguments, object_setup
 
 BUCKETS = [(20, 100), (100, 200), (200, 400), (400, 600), (600, 800), (800, 980)]
 STATES = (0.0, 0.25, 1.0)
@@ -216,33 +217,21 @@ def loss_config(name: str, normalization: str) -> StepConfig:
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--prior", default="load/lmcsds/priors/objects-if-32", help="IF prior folder")
-    p.add_argument("--corrective", default="load/lmcsds/correctives/objects-if-32.safetensors",
-                   help="corrective of that prior")  # fmt: skip
-    p.add_argument("--prompt", default="a photo of a red checkered mug",
-                   help="caption of a procedural object with a pattern or a part")  # fmt: skip
-    p.add_argument("--views", type=int, default=8, help="training-camera renders of the object")
+    add_object_arguments(p, "a photo of a red checkered mug",
+                         "caption of a procedural object with a pattern or a part")  # fmt: skip
     p.add_argument("--draws", type=int, default=8, help="draws of (t, eps) per view and bucket")
     p.add_argument("--cutoff", type=float, default=3.0,
                    help="detail = spatial frequencies from this many cycles per image")  # fmt: skip
     p.add_argument("--losses", default="sds-w21,lmc-sds-w10",
                    help=f"comma-separated, of {', '.join(LOSSES)}")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0, help="seed of cameras, t and eps")
     p.add_argument("--out", default=None, help="folder for detail.md / .json / .png")
 
 
 def run(args) -> None:
     from ..core.text import encode_prompts
-    from ..priors.cameras import CameraDistribution, sample_cameras, view_index, with_view
-    from ..priors.objects3d import parse_caption
-    from .experiments import _prior_and_corrective
+    from ..priors.cameras import view_index, with_view
 
-    spec = parse_caption(args.prompt)
-    prior, corrective, normalization = _prior_and_corrective(args.prior, args.corrective)
-    if corrective is None:
-        raise FileNotFoundError(f"--corrective {args.corrective} not found")
-    gen = torch.Generator().manual_seed(args.seed)
-    cams = sample_cameras(CameraDistribution(), args.views, gen, np.random.default_rng(args.seed))
+    spec, prior, corrective, normalization, cams = object_setup(args)
     targets = targets_for(spec, cams, prior.resolution)
     if not targets:
         raise ValueError(f"--prompt {args.prompt!r}: the object has no pattern and no part")

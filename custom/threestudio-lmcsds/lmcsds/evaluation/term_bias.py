@@ -113,24 +113,20 @@ def markdown(rows: List[dict], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def add_arguments(p) -> None:
+def add_object_arguments(p, prompt: str, prompt_help: str) -> None:
+    """The prior, its corrective, a procedural object and its training-camera views."""
     p.add_argument("--prior", default="load/lmcsds/priors/objects-if-32", help="IF prior folder")
     p.add_argument("--corrective", default="load/lmcsds/correctives/objects-if-32.safetensors",
                    help="corrective of that prior")  # fmt: skip
-    p.add_argument("--prompt", default="a photo of a red cube",
-                   help="caption of a procedural object (lmcsds.priors.objects3d)")  # fmt: skip
-    p.add_argument("--views", type=int, default=8, help="random-camera renders of the object")
-    p.add_argument("--samples", type=int, default=8, help="draws of (t, eps) per bucket")
-    p.add_argument("--omega", type=float, default=20.0, help="guidance weight of g_cond")
+    p.add_argument("--prompt", default=prompt, help=prompt_help)
+    p.add_argument("--views", type=int, default=8, help="training-camera renders of the object")
     p.add_argument("--seed", type=int, default=0, help="seed of cameras, t and eps")
-    p.add_argument("--out", default=None, help="folder for term-bias.md / .json (default: print)")
 
 
-def run(args) -> None:
-    from ..core.text import encode_prompts
+def object_setup(args):
+    """(object spec, prior, corrective, its normalisation, cameras) of ``add_object_arguments``."""
     from ..priors.cameras import CameraDistribution, sample_cameras
     from ..priors.objects3d import parse_caption
-    from ..priors.sdf_render import render
     from .experiments import _prior_and_corrective
 
     spec = parse_caption(args.prompt)
@@ -139,6 +135,22 @@ def run(args) -> None:
         raise FileNotFoundError(f"--corrective {args.corrective} not found")
     gen = torch.Generator().manual_seed(args.seed)
     cams = sample_cameras(CameraDistribution(), args.views, gen, np.random.default_rng(args.seed))
+    return spec, prior, corrective, normalization, cams
+
+
+def add_arguments(p) -> None:
+    add_object_arguments(p, "a photo of a red cube",
+                         "caption of a procedural object (lmcsds.priors.objects3d)")  # fmt: skip
+    p.add_argument("--samples", type=int, default=8, help="draws of (t, eps) per bucket")
+    p.add_argument("--omega", type=float, default=20.0, help="guidance weight of g_cond")
+    p.add_argument("--out", default=None, help="folder for term-bias.md / .json (default: print)")
+
+
+def run(args) -> None:
+    from ..core.text import encode_prompts
+    from ..priors.sdf_render import render
+
+    spec, prior, corrective, normalization, cams = object_setup(args)
     shot = render(spec, cams, resolution=prior.resolution)
     z, mask = (shot.rgb * 2 - 1).to(prior.device), (shot.mask > 0.5).to(prior.device)
     emb = encode_prompts(args.prior, [spec.caption(), ""], prior.device, prior.dtype)
