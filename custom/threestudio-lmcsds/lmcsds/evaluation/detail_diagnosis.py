@@ -121,8 +121,11 @@ def diagnose(
     """One row per (loss, state a, t bucket) with the metrics; ``update_share`` is the bucket's
     share of the pattern added per step over all buckets (uniform t: equal bucket widths are
     weighted by their width)."""
+    from tqdm import tqdm
+
     d = target.truth - target.failure
     rows = []
+    bar = tqdm(total=len(losses) * len(states) * len(buckets), desc=target.name, unit="bucket")
     for name, cfg in losses.items():
         for a in states:
             gen = torch.Generator().manual_seed(seed)
@@ -131,12 +134,14 @@ def diagnose(
             for lo, hi in buckets:
                 m = step_effect(prior, corrective, z, d, emb_y, emb_0, cfg, (lo, hi), draws,
                                 cutoff, gen)  # fmt: skip
+                bar.update()
                 block.append(dict(target=target.name, loss=name, a=a, t=f"{lo}-{hi}",
                                   width=hi - lo, **m))  # fmt: skip
             total = sum(abs(r["update"]) * r["width"] for r in block)
             for r in block:
                 r["update_share"] = r["update"] * r["width"] / max(total, 1e-12)
             rows += block
+    bar.close()
     return rows
 
 
@@ -224,6 +229,9 @@ def add_arguments(p) -> None:
                    help="detail = spatial frequencies from this many cycles per image")  # fmt: skip
     p.add_argument("--losses", default="sds-w21,lmc-sds-w10",
                    help=f"comma-separated, of {', '.join(LOSSES)}")  # fmt: skip
+    p.add_argument("--view-suffix", default="matched", choices=["matched", "none", "wrong"],
+                   help="prompts as threestudio words them per camera, without the view, or "
+                        "with a view the camera does not have")  # fmt: skip
     p.add_argument("--out", default=None, help="folder for detail.md / .json / .png")
 
 
@@ -236,7 +244,10 @@ def run(args) -> None:
     if not targets:
         raise ValueError(f"--prompt {args.prompt!r}: the object has no pattern and no part")
     views = view_index(cams.elevation_deg, cams.azimuth_deg).tolist()
-    prompts = [with_view(spec.caption(), v) for v in views]
+    if args.view_suffix == "wrong":  # side -> front -> back -> side; overhead -> side
+        views = [{0: 1, 1: 2, 2: 0, 3: 0}[v] for v in views]
+    prompts = [with_view(spec.caption(), None if args.view_suffix == "none" else v)
+               for v in views]  # fmt: skip
     emb = encode_prompts(args.prior, prompts + [""], prior.device, prior.dtype)
     emb_y, emb_0 = emb[:-1], emb[-1:].expand(len(prompts), -1, -1)
     losses = {name: loss_config(name, normalization) for name in args.losses.split(",")}
@@ -245,7 +256,8 @@ def run(args) -> None:
         part = diagnose(prior, corrective, target, emb_y.to(prior.device),
                         emb_0.to(prior.device), losses, args.draws, args.cutoff, seed=args.seed)  # fmt: skip
         rows += part
-        text.append(markdown(part, f"{target.name}: {args.views} views x {args.draws} draws"))
+        title = f"{target.name}: {args.views} views x {args.draws} draws, {args.view_suffix} views"
+        text.append(markdown(part, title))
     print("\n".join(text))
     if args.out:
         out = Path(args.out)
