@@ -42,7 +42,9 @@ def test_step_effect_measures_gain_pull_coherence_and_share_by_hand(monkeypatch)
 
     monkeypatch.setattr(D, "lmc_sds_step", fake_step)
     cfg = StepConfig("sds", 2.0, weighting="sds")
-    m = D.step_effect(FakePrior(), None, d, d, None, None, cfg, (10, 20), 2, 3.0, gen)
+    per_view = D.step_effect(FakePrior(), None, d, d, None, None, cfg, (10, 20), 2, 3.0, gen)
+    assert all(len(v) == 1 for v in per_view.values())  # one view
+    m = {k: v[0] for k, v in per_view.items()}
     w = 0.5
     mean = w * (c * d + (noises[0] + noises[1]) / 2)
     dd = (d * d).sum()
@@ -78,3 +80,26 @@ def test_targets_of_a_patterned_mug_are_its_pattern_and_its_handle():
     assert torch.equal(handle.truth, pattern.failure)
     extra = lit(handle.truth) & ~lit(handle.failure)
     assert extra.sum() > 20 and not (lit(handle.failure) & ~lit(handle.truth)).any()
+
+
+def test_diagnose_gives_every_loss_state_and_bucket_with_intervals(monkeypatch):
+    """A step that adds 0.2 w(t) of the pattern in every view: gain 0.1 with a zero-width
+    interval; the update shares of a (loss, state) add up to 1."""
+    d = torch.zeros(3, 3, 8, 8)
+    d[..., ::2, :] = 1.0  # 4 cycles per image, above the cutoff
+
+    def fake_step(prior, corrective, z, t, emb_y, emb_0, eps, cfg):
+        return SimpleNamespace(g=-(1 - prior.abar(t)) * 0.2 * d)
+
+    monkeypatch.setattr(D, "lmc_sds_step", fake_step)
+    target = D.Target("stripes", torch.zeros_like(d), d)
+    losses = {"a": StepConfig("sds", 2.0, weighting="sds"), "b": StepConfig("sds", 3.0)}
+    rows = D.diagnose(FakePrior(), None, target, None, None, losses, draws=2,
+                      states=(0.0, 1.0), buckets=[(10, 20), (20, 60)])  # fmt: skip
+    assert [(r["loss"], r["a"], r["t"]) for r in rows] == [
+        (loss, a, t) for loss in "ab" for a in (0.0, 1.0) for t in ("10-20", "20-60")]  # fmt: skip
+    for r in rows:  # w(t) = 1 - abar = 0.5
+        assert r["gain"] == r["gain_low"] == r["gain_high"] == pytest.approx(0.1)
+    for loss in "ab":
+        shares = [r["update_share"] for r in rows if r["loss"] == loss and r["a"] == 0.0]
+        assert shares == pytest.approx([0.2, 0.8])  # bucket widths 10 and 40

@@ -35,6 +35,7 @@ from torch import Tensor
 from ..commands import module_main
 from ..core import gradients as G
 from ..core.lmc_sds import StepConfig, lmc_sds_step
+from .stats import bootstrap_mean
 from .term_bias import add_object_arguments, object_setup
 
 BUCKETS = [(20, 100), (100, 200), (200, 400), (400, 600), (600, 800), (800, 980)]
@@ -68,9 +69,9 @@ def step_effect(
     draws: int,
     cutoff: float,
     generator: torch.Generator,
-) -> Dict[str, float]:
+) -> Dict[str, List[float]]:
     """The metrics of the module docstring for images z (V, 3, H, W) and direction d, over
-    ``draws`` draws of (t ~ U[t_range), eps) per view; means over the views."""
+    ``draws`` draws of (t ~ U[t_range), eps) per view: one value per view."""
     steps, weights = [], []
     for _ in range(draws):
         t = torch.randint(*t_range, (len(z),), generator=generator).to(prior.device)
@@ -83,17 +84,16 @@ def step_effect(
     mean = hg.mean(0)
     d2 = _dot(hd, hd).clamp_min(1e-12)
     energy = torch.stack([_dot(x, x) for x in hg]).mean(0)
-    return {
-        "gain": (_dot(mean, hd) / d2).mean().item(),
-        "pull": (_dot(mean, hd) / (_dot(mean, mean).sqrt() * d2.sqrt()).clamp_min(1e-12))
-        .mean()
-        .item(),
-        "coherence": (_dot(mean, mean) / energy.clamp_min(1e-12)).mean().item(),
-        "hf_share": (energy / torch.stack([_dot(x, x) for x in g]).mean(0).clamp_min(1e-12))
-        .mean()
-        .item(),
-        "update": (_dot(mean, hd) / d2.sqrt()).mean().item(),
+    total = torch.stack([_dot(x, x) for x in g]).mean(0)
+    along = _dot(mean, hd)
+    per_view = {
+        "gain": along / d2,
+        "pull": along / (_dot(mean, mean).sqrt() * d2.sqrt()).clamp_min(1e-12),
+        "coherence": _dot(mean, mean) / energy.clamp_min(1e-12),
+        "hf_share": energy / total.clamp_min(1e-12),
+        "update": along / d2.sqrt(),
     }
+    return {k: v.tolist() for k, v in per_view.items()}
 
 
 @dataclass
@@ -118,7 +118,8 @@ def diagnose(
     buckets: Sequence[Tuple[int, int]] = BUCKETS,
     seed: int = 0,
 ) -> List[dict]:
-    """One row per (loss, state a, t bucket) with the metrics; ``update_share`` is the bucket's
+    """One row per (loss, state a, t bucket) with the metrics' means over the views and their
+    95% bootstrap intervals (``<metric>_low``, ``_high``); ``update_share`` is the bucket's
     share of the pattern added per step over all buckets (uniform t: equal bucket widths are
     weighted by their width)."""
     from tqdm import tqdm
@@ -132,11 +133,15 @@ def diagnose(
             z = target.failure + a * d
             block = []
             for lo, hi in buckets:
-                m = step_effect(prior, corrective, z, d, emb_y, emb_0, cfg, (lo, hi), draws,
-                                cutoff, gen)  # fmt: skip
+                per_view = step_effect(prior, corrective, z, d, emb_y, emb_0, cfg, (lo, hi),
+                                       draws, cutoff, gen)  # fmt: skip
                 bar.update()
-                block.append(dict(target=target.name, loss=name, a=a, t=f"{lo}-{hi}",
-                                  width=hi - lo, **m))  # fmt: skip
+                row = dict(target=target.name, loss=name, a=a, t=f"{lo}-{hi}", width=hi - lo)
+                for key, values in per_view.items():  # mean and 95% interval over the views
+                    row[key], row[f"{key}_low"], row[f"{key}_high"] = bootstrap_mean(
+                        {i: [v] for i, v in enumerate(values)}
+                    )
+                block.append(row)
             total = sum(abs(r["update"]) * r["width"] for r in block)
             for r in block:
                 r["update_share"] = r["update"] * r["width"] / max(total, 1e-12)
@@ -149,7 +154,11 @@ def markdown(rows: List[dict], title: str) -> str:
     keys = ["loss", "a", "t", *METRICS, "update_share"]
     lines = [f"### {title}", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for r in rows:
-        cells = [r["loss"], f"{r['a']:g}", r["t"]] + [f"{r[k]:+.3f}" for k in keys[3:]]
+        cells = [r["loss"], f"{r['a']:g}", r["t"]]
+        cells += [
+            f"{r[k]:+.3f} [{r[k + '_low']:+.3f}, {r[k + '_high']:+.3f}]" for k in ("gain", "pull")
+        ]
+        cells += [f"{r[k]:+.3f}" for k in keys[5:]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
