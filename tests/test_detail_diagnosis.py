@@ -103,3 +103,19 @@ def test_diagnose_gives_every_loss_state_and_bucket_with_intervals(monkeypatch):
     for loss in "ab":
         shares = [r["update_share"] for r in rows if r["loss"] == loss and r["a"] == 0.0]
         assert shares == pytest.approx([0.2, 0.8])  # bucket widths 10 and 40
+
+
+def test_views_in_which_the_direction_is_hidden_say_nothing(monkeypatch):
+    """A handle behind the cup: that view's d is ~0; its ratios would be noise over nothing."""
+    d = torch.zeros(2, 3, 8, 8)
+    d[0, :, ::2, :] = 1.0
+    d[1, :, ::2, :] = 0.01  # 1e-4 of view 0's energy
+
+    def fake_step(prior, corrective, z, t, emb_y, emb_0, eps, cfg):
+        return SimpleNamespace(g=-(1 - prior.abar(t)) * d[:1].expand(2, -1, -1, -1))
+
+    monkeypatch.setattr(D, "lmc_sds_step", fake_step)
+    cfg = StepConfig("sds", 2.0, weighting="sds")
+    gen = torch.Generator().manual_seed(0)
+    per_view = D.step_effect(FakePrior(), None, d, d, None, None, cfg, (10, 20), 2, 3.0, gen)
+    assert per_view["gain"][0] == pytest.approx(0.5) and math.isnan(per_view["gain"][1])

@@ -41,6 +41,7 @@ from .term_bias import add_object_arguments, object_setup
 BUCKETS = [(20, 100), (100, 200), (200, 400), (400, 600), (600, 800), (800, 980)]
 STATES = (0.0, 0.25, 1.0)
 METRICS = ("gain", "pull", "coherence", "hf_share", "update")
+VISIBLE = 0.1  # a view counts when ||HP(d)||^2 is at least this share of the largest view's
 
 
 def highpass(x: Tensor, cutoff: float) -> Tensor:
@@ -71,7 +72,8 @@ def step_effect(
     generator: torch.Generator,
 ) -> Dict[str, List[float]]:
     """The metrics of the module docstring for images z (V, 3, H, W) and direction d, over
-    ``draws`` draws of (t ~ U[t_range), eps) per view: one value per view."""
+    ``draws`` draws of (t ~ U[t_range), eps) per view: one value per view, NaN for views in
+    which HP(d) has less than ``VISIBLE`` of the largest view's energy."""
     steps, weights = [], []
     for _ in range(draws):
         t = torch.randint(*t_range, (len(z),), generator=generator).to(prior.device)
@@ -86,6 +88,8 @@ def step_effect(
     energy = torch.stack([_dot(x, x) for x in hg]).mean(0)
     total = torch.stack([_dot(x, x) for x in g]).mean(0)
     along = _dot(mean, hd)
+    # views where the direction is (nearly) invisible, e.g. a handle behind the cup, say nothing
+    seen = d2 >= VISIBLE * d2.max()
     per_view = {
         "gain": along / d2,
         "pull": along / (_dot(mean, mean).sqrt() * d2.sqrt()).clamp_min(1e-12),
@@ -93,7 +97,7 @@ def step_effect(
         "hf_share": energy / total.clamp_min(1e-12),
         "update": along / d2.sqrt(),
     }
-    return {k: v.tolist() for k, v in per_view.items()}
+    return {k: torch.where(seen, v, torch.nan).tolist() for k, v in per_view.items()}
 
 
 @dataclass
