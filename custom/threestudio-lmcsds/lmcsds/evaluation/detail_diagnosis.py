@@ -168,25 +168,36 @@ def markdown(rows: List[dict], title: str) -> str:
 
 
 def plot(rows: List[dict], path: Path) -> None:
-    """gain and coherence per t bucket, one line per (loss, a), one column per target."""
+    """gain (with its interval) and coherence per t bucket: colour = state a, line = loss;
+    one column per target."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     targets = sorted({r["target"] for r in rows}, key=[r["target"] for r in rows].index)
+    losses = sorted({r["loss"] for r in rows}, key=[r["loss"] for r in rows].index)
+    states = sorted({r["a"] for r in rows})
     fig, axes = plt.subplots(2, len(targets), figsize=(5 * len(targets), 7), squeeze=False)
     for j, target in enumerate(targets):
-        sub = [r for r in rows if r["target"] == target]
-        for loss, a in sorted({(r["loss"], r["a"]) for r in sub}):
-            line = [r for r in sub if r["loss"] == loss and r["a"] == a]
-            x = np.arange(len(line))
-            style = "-" if loss.startswith("lmc") else "--"
-            for i, key in enumerate(("gain", "coherence")):
-                axes[i, j].plot(x, [r[key] for r in line], style, marker="o",
-                                label=f"{loss}, a={a:g}")  # fmt: skip
-                axes[i, j].set_xticks(x, [r["t"] for r in line], fontsize=8)
-                axes[i, j].set_ylabel(key)
+        for li, loss in enumerate(losses):
+            for si, a in enumerate(states):
+                line = [r for r in rows if (r["target"], r["loss"], r["a"]) == (target, loss, a)]
+                x = np.arange(len(line)) + 0.08 * (li - (len(losses) - 1) / 2)
+                kw = dict(color=f"C{si}", ls=["-", "--", ":", "-."][li % 4], marker="o", ms=4)
+                gain = np.array([r["gain"] for r in line])
+                err = [gain - [r.get("gain_low", g) for r, g in zip(line, gain)],
+                       [r.get("gain_high", g) for r, g in zip(line, gain)] - gain]  # fmt: skip
+                axes[0, j].errorbar(x, gain, yerr=err, capsize=2, label=f"{loss}, a={a:g}", **kw)
+                axes[1, j].plot(x, [r["coherence"] for r in line], **kw)
+        ticks = [
+            r["t"]
+            for r in rows
+            if (r["target"], r["loss"], r["a"]) == (target, losses[0], states[0])
+        ]
+        for i, key in enumerate(("gain", "coherence")):
+            axes[i, j].set_xticks(np.arange(len(ticks)), ticks, fontsize=8)
+            axes[i, j].set_ylabel(key)
         axes[0, j].axhline(0, color="k", lw=0.5)
         axes[0, j].set_title(target)
         axes[1, j].set_xlabel("t bucket")
