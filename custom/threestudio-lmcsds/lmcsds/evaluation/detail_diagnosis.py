@@ -167,6 +167,21 @@ def markdown(rows: List[dict], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def gain_table(rows: List[dict], target: str) -> str:
+    """Markdown: one row per t bucket, one column per (loss, a), the gain and its interval."""
+    sub = [r for r in rows if r["target"] == target]
+    columns = list(dict.fromkeys((r["loss"], r["a"]) for r in sub))
+    buckets = list(dict.fromkeys(r["t"] for r in sub))
+    cell = {(r["loss"], r["a"], r["t"]): r for r in sub}
+    lines = ["| t | " + " | ".join(f"{loss} a={a:g}" for loss, a in columns) + " |",
+             "|---|" + "---|" * len(columns)]  # fmt: skip
+    for t in buckets:
+        cells = [cell[(loss, a, t)] for loss, a in columns]
+        lines.append(f"| {t} | " + " | ".join(
+            f"{c['gain']:+.3f} [{c['gain_low']:+.3f}, {c['gain_high']:+.3f}]" for c in cells) + " |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def plot(rows: List[dict], path: Path) -> None:
     """gain (with its interval) and coherence per t bucket: colour = state a, line = loss;
     one column per target."""
@@ -281,6 +296,7 @@ def run(args) -> None:
                         emb_0.to(prior.device), losses, args.draws, args.cutoff, seed=args.seed)  # fmt: skip
         rows += part
         title = f"{target.name}: {args.views} views x {args.draws} draws, {args.view_suffix} views"
+        text += [f"## {target.name}: gain per t bucket", "", gain_table(part, target.name)]
         text.append(markdown(part, title))
     print("\n".join(text))
     if args.out:
