@@ -245,16 +245,18 @@ def targets_for(spec, cams, resolution: int) -> List[Target]:
     return targets
 
 
-LOSSES = ("sds-w21", "lmc-sds-w10", "sds-w21-sdi", "lmc-sds-w10-sdi")
+LOSSES = ("sds-w21", "lmc-sds-w10", "sds-w21-sdi", "lmc-sds-w10-sdi", "cond-w21", "cond-w10")
 
 
 def loss_config(name: str, normalization: str) -> StepConfig:
     """The benchmark's runs of that name, as its CPU config forms them: w(t) = 1 - abar, no
-    1 / omega; "-sdi": SDI's inverted noise (10 steps, omega -6.5, eta 0.3)."""
+    1 / omega; "-sdi": SDI's inverted noise (10 steps, omega -6.5, eta 0.3); "cond-w<omega>":
+    g_cond alone, the term the two losses share (their second terms are the difference)."""
     if name not in LOSSES:
         raise ValueError(f"--losses: {name!r} is not one of {LOSSES}")
     base, sdi = name.removesuffix("-sdi"), name.endswith("-sdi")
-    loss, omega = ("sds", 21.0) if base == "sds-w21" else ("lmc-sds", 10.0)
+    loss, omega = {"sds-w21": ("sds", 21.0), "lmc-sds-w10": ("lmc-sds", 10.0),
+                   "cond-w21": ("cond", 21.0), "cond-w10": ("cond", 10.0)}[base]  # fmt: skip
     noise = dict(noise="inversion", inversion_omega=-6.5, inversion_steps=10, inversion_eta=0.3)
     return StepConfig(loss, omega, normalization, scale_by_omega=False, weighting="sds",
                       **(noise if sdi else {}))  # fmt: skip
