@@ -163,22 +163,23 @@ def test_bench_runs_per_seed():
 
     guidance = {"pretrained_model_name_or_path": "p", "loss_type": "lmc-sds"}
     one, three = guidance_runs(guidance), guidance_runs(guidance, parse_seeds("3"))
-    assert len(one) == 19 and {r.seed for r in one} == {0}
+    assert len(one) == 21 and {r.seed for r in one} == {0}
     assert one[0].spec.label == SUPERVISED and FIXED_EPS in {r.spec.label for r in one}
     # a plain run: the ceiling first, every label a real run, NFSD and CSD only on request
     assert DEFAULT_GUIDANCES[0] == SUPERVISED and len(set(DEFAULT_GUIDANCES)) == 10
     assert set(DEFAULT_GUIDANCES) < {r.spec.label for r in one}
     assert not any(g.startswith(("nfsd", "csd")) for g in DEFAULT_GUIDANCES)
-    assert len(three) == 19 * 3
+    assert len(three) == 21 * 3
     # --guidances remedies: each base with each remedy, and only the remedy differs
     from lmcsds.evaluation.bench3d.runs import REMEDY_GUIDANCES
 
     specs = {r.spec.label: r.spec.guidance for r in one}
-    assert set(REMEDY_GUIDANCES) <= set(specs) and len(REMEDY_GUIDANCES) == 9
+    assert set(REMEDY_GUIDANCES) <= set(specs) and len(REMEDY_GUIDANCES) == 11
     for base in ("sds-w21", "lmc-sds-w10"):
         for remedy, changed in (("linear", {"time_schedule": "linear"}),
                                 ("dreamtime", {"time_schedule": "dreamtime"}),
-                                ("sdi", {"time_schedule": "linear", "noise": "inversion"})):  # fmt: skip
+                                ("sdi", {"time_schedule": "linear", "noise": "inversion"}),
+                                ("cap800", {"max_step_percent": [0, 0.98, 0.8, 100]})):  # fmt: skip
             variant = specs[f"{base}-{remedy}"]
             assert {k: v for k, v in variant.items() if specs[base].get(k) != v
                     and not k.startswith("inversion_")} == changed  # fmt: skip

@@ -31,9 +31,10 @@ DEFAULT_GUIDANCES = ["supervised", "sds-builtin", "sds-builtin-s100", "sds-w21",
                      "lmc-sds-w10", "lmc-sds-w20", FIXED_EPS, "ms-sds-w21",
                      "lmc-sds-w10-perpneg"]  # fmt: skip
 # --guidances remedies: SDS and LMC-SDS with and without each remedy for detail (t annealed
-# linearly or by DreamTime, SDI's inverted noise with its annealed t), beside the ceiling
+# linearly or by DreamTime, SDI's inverted noise with its annealed t, t capped at 800 after the
+# first quarter: docs/detail-3d.md), beside the ceiling
 REMEDY_GUIDANCES = ["supervised"] + [f"{base}{remedy}" for base in ("sds-w21", "lmc-sds-w10")
-                                     for remedy in ("", "-linear", "-dreamtime", "-sdi")]  # fmt: skip
+                                     for remedy in ("", "-linear", "-dreamtime", "-sdi", "-cap800")]  # fmt: skip
 SUPERVISED = "supervised"
 LMCSDS = "lmc-sds-deep-floyd-guidance"
 
@@ -117,13 +118,14 @@ def run_specs(guidance: dict, steps: int = 400, fixed_omega: float = 20.0) -> Li
                 "Perp-Neg", {"use_perp_neg": True}),
     ] + [spec for label, base in (("sds-w21", dict(sds, guidance_scale=21.0)),
                                   ("lmc-sds-w10", dict(lmc, guidance_scale=10.0)))
-         for spec in remedy_specs(label, base)]  # fmt: skip
+         for spec in remedy_specs(label, base, steps)]  # fmt: skip
 
 
-def remedy_specs(label: str, guidance: dict) -> List[RunSpec]:
-    """``label`` with t annealed linearly (SDI's t_anneal), by DreamTime's schedule, and SDI
+def remedy_specs(label: str, guidance: dict, steps: int) -> List[RunSpec]:
+    """``label`` with t annealed linearly (SDI's t_anneal), by DreamTime's schedule, SDI
     (DDIM-inverted noise: 10 steps, omega -6.5, eta 0.3, with the linear anneal, as
-    threestudio's sdi config); the t range stays the base config's."""
+    threestudio's sdi config), and with max_step falling from 0.98 to 0.8 over the first quarter
+    of ``steps`` (the detail diagnosis: t > 800 erases an existing pattern)."""
     return [
         RunSpec(f"{label}-linear", LMCSDS, dict(guidance, time_schedule="linear"),
                 f"{label}, t annealed linearly from max to min"),
@@ -132,6 +134,9 @@ def remedy_specs(label: str, guidance: dict) -> List[RunSpec]:
         RunSpec(f"{label}-sdi", LMCSDS, dict(guidance, time_schedule="linear", noise="inversion",
                 inversion_guidance_scale=-6.5, inversion_n_steps=10, inversion_eta=0.3),
                 f"{label} with SDI's inverted noise, t annealed linearly"),
+        RunSpec(f"{label}-cap800", LMCSDS,
+                dict(guidance, max_step_percent=[0, 0.98, 0.8, max(steps // 4, 1)]),
+                f"{label}, max t 980 -> 800 over the first quarter, then 800"),
     ]  # fmt: skip
 
 
