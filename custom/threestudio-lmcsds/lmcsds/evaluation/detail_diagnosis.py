@@ -270,6 +270,8 @@ def add_arguments(p) -> None:
                    help="detail = spatial frequencies from this many cycles per image")  # fmt: skip
     p.add_argument("--losses", default="sds-w21,lmc-sds-w10",
                    help=f"comma-separated, of {', '.join(LOSSES)}")  # fmt: skip
+    p.add_argument("--targets", default="all",
+                   help="all, pattern, or the part (e.g. handle): what to diagnose")  # fmt: skip
     p.add_argument("--view-suffix", default="matched", choices=["matched", "none", "wrong"],
                    help="prompts as threestudio words them per camera, without the view, or "
                         "with a view the camera does not have")  # fmt: skip
@@ -282,6 +284,8 @@ def run(args) -> None:
 
     spec, prior, corrective, normalization, cams = object_setup(args)
     targets = targets_for(spec, cams, prior.resolution)
+    if args.targets != "all":  # "pattern" or a part's name
+        targets = [t for t in targets if args.targets in t.name]
     if not targets:
         raise ValueError(f"--prompt {args.prompt!r}: the object has no pattern and no part")
     views = view_index(cams.elevation_deg, cams.azimuth_deg).tolist()
