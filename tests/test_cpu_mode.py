@@ -3,6 +3,7 @@ launch.py training, validating, testing and resuming a 3D run on the CPU."""
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -512,8 +513,25 @@ def test_bench3d_scores_runs_against_the_true_object_and_resumes(tmp_path):
         scores.stat().st_mtime_ns == stamp
         and json.loads(scores.read_text())["iou"] == again[0]["iou"]
     )
+    # under git, the folder keeps the tables and each run's record only
+    subprocess.run(["git", "init", "-q", str(out)], check=True)
+    subprocess.run(["git", "-C", str(out), "add", "-A"], check=True)
+    tracked = subprocess.run(["git", "-C", str(out), "ls-files"], check=True,
+                             capture_output=True, text=True).stdout.split()  # fmt: skip
+    run_files = sorted({Path(f).name for f in tracked if f.startswith("runs/")})
+    assert run_files == ["scores.json", "views.png"] and "summary.md" in tracked
+    assert len([f for f in tracked if f.startswith("runs/")]) == 8
+    # the records alone (as a clone of that folder has them) are finished runs: nothing is
+    # retrained and --report-only gives the same table
+    for trial in (out / "runs" / "green-striped-mug").iterdir():
+        for item in trial.iterdir():
+            if item.name not in ("scores.json", "views.png"):
+                shutil.rmtree(item) if item.is_dir() else item.unlink()
+    kept = bench3d(run, CPU_CONFIG, out, 2, **kw)
+    assert [r["iou"] for r in kept] == [r["iou"] for r in again]
+    assert not (out / "runs/green-striped-mug/supervised-s0/ckpts").exists()
     # a run lost: --report-only scores the cells in which every guidance finished, and says so
-    (out / "runs/green-striped-mug/lmc-sds-fixed-w20-s3/ckpts/last.ckpt").unlink()
+    shutil.rmtree(out / "runs/green-striped-mug/lmc-sds-fixed-w20-s3")
     partial = bench3d(run, CPU_CONFIG, out, 2, train=False, **kw)
     assert [(r["guidance"], r["seed"]) for r in partial] == [
         ("supervised", 0), ("lmc-sds-fixed-w20", 0)]  # fmt: skip

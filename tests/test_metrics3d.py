@@ -216,9 +216,15 @@ def test_bench_queue_is_seed_major_and_scores_only_complete_cells(tmp_path):
     finish(cube, "supervised-s0", 8)
     finish(cube, "sds-w21-s0", 5)  # interrupted
     finish(cube, "supervised-s3", 8)
+    # a run known by its record alone (its checkpoint not kept) is finished at its own steps
+    record = tmp_path / "runs" / slug(mug) / "supervised-s3" / "scores.json"
+    record.parent.mkdir(parents=True)
+    record.write_text('{"steps": 8, "iou": 0.5}')
     queue = [(slug(s), r.name) for s, r in training_queue(tmp_path, [mug, cube], runs, [0, 3], 8)]
-    assert queue == [("blue-cube", "sds-w21-s0"), ("red-checkered-mug", "supervised-s3"),
-                     ("red-checkered-mug", "sds-w21-s3"), ("blue-cube", "sds-w21-s3")]  # fmt: skip
+    assert queue == [("blue-cube", "sds-w21-s0"), ("red-checkered-mug", "sds-w21-s3"),
+                     ("blue-cube", "sds-w21-s3")]  # fmt: skip
+    assert ("red-checkered-mug", "supervised-s3") in [
+        (slug(s), r.name) for s, r in training_queue(tmp_path, [mug, cube], runs, [0, 3], 9)]  # fmt: skip
     assert len(training_queue(tmp_path, [mug, cube], runs, [0, 3], 8, force=True)) == 8
     assert complete_cells(tmp_path, [mug, cube], runs, 8) == {("red-checkered-mug", 0)}
     assert complete_cells(tmp_path, [mug, cube], runs, 5) == {("red-checkered-mug", 0),

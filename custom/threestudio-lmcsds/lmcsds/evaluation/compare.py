@@ -503,13 +503,16 @@ def compare(
         rows = render_metrics(runs, prompt, resolution or BUILTIN_RESOLUTION, classifier)
     else:
         from .bench3d.report import save_renders as save_with_truth
+        from .bench3d.report import view_picks
         from .bench3d.scoring import final_test_views
         from .bench3d.truth import ground_truth
 
         data = OmegaConf.merge(base, OmegaConf.from_dotlist([o for o in overrides if "=" in o]))
         truth = ground_truth(obj, views, data.data)
-        finished = [(r.spec.label, final_test_views(r.trial, views)[0]) for r in runs]
-        save_with_truth(title, truth.rgb, finished, out / "renders.png", views)
+        picks = view_picks(views)
+        rows = [("ground truth", truth.rgb[picks])]
+        rows += [(r.spec.label, final_test_views(r.trial, views)[0][picks]) for r in runs]
+        save_with_truth(title, rows, out / "renders.png", views)
         frames = (truth.rgb.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().byte().numpy()
         truth_run = Run(RunSpec("ground truth", "", {}), out, list(frames))
         save_strip([truth_run] + runs, out / "strip.mp4")

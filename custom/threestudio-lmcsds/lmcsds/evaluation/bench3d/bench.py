@@ -1,18 +1,20 @@
 """The benchmark run: train every (prompt, guidance, seed) through ``launch.py``, score each
-final asset, write the tables. Finished runs and their scores are reused."""
+final asset as it finishes (its record), write the tables. Finished runs are reused."""
 
 import json
 import os
 import shlex
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import List, Optional, Sequence, Set, Tuple
 
 from ...priors.objects3d import ObjectSpec, parse_caption
 from ...priors.objects_data import HELD_OUT
-from ..compare import _steps_done, check_threestudio_dir, in_slots, launch, write_config
-from .report import save_renders, write_results
+from ..compare import check_threestudio_dir, in_slots, launch, write_config
+from .records import read_views, run_finished, write_record
+from .report import save_renders, view_picks, write_results
 from .runs import (
     BUDGET,
     DEFAULT_GUIDANCES,
@@ -26,11 +28,13 @@ from .runs import (
     parse_seeds,
     slug,
 )
-from .scoring import final_test_views, non_finite_steps, score_run
 from .truth import ground_truth
 
 DEFAULT_REFERENCE = "lmc-sds-w10"
 CLASSIFIER = "load/lmcsds/priors/objects-classifier.safetensors"
+# an OUT folder under git keeps the tables and each run's record (records.py), not the
+# checkpoints, renders and logs they were made from: committed, the benchmark continues elsewhere
+GITIGNORE = "logs/\nruns/*/*/*\n!runs/*/*/scores.json\n!runs/*/*/views.png\n"
 
 
 def run_defaults(steps: int) -> List[str]:
@@ -74,10 +78,19 @@ def bench3d(
                              f"{sorted({r.spec.label for r in runs})}")  # fmt: skip
         runs = [r for r in runs if r.spec.label in guidances]
     (out / "configs").mkdir(parents=True, exist_ok=True)
+    if not (out / ".gitignore").exists():
+        (out / ".gitignore").write_text(GITIGNORE)
     (out / "logs").mkdir(exist_ok=True)
     configs = {r.spec.label: write_config(base_config, r.spec, out / "configs" / f"{r.spec.label}.yaml")
                for r in runs}  # fmt: skip
     todo = training_queue(out, prompts, runs, seeds, steps, force) if train else []
+    truths, lock = {}, threading.Lock()
+
+    def truth_of(spec: ObjectSpec):
+        with lock:
+            if spec not in truths:
+                truths[spec] = ground_truth(spec, views, effective.data)
+            return truths[spec]
 
     def train_one(job: int, spec: ObjectSpec, run: BenchRun) -> None:
         trial = out / "runs" / slug(spec) / run.name
@@ -97,38 +110,36 @@ def bench3d(
         (trial / "wall_time.json").write_text(
             json.dumps({"wall_s": time.time() - start, "jobs": jobs})
         )
-        (trial / "scores.json").unlink(missing_ok=True)
+        write_record(trial, spec, truth_of(spec), classifier, steps)
 
+    for spec in prompts if not force else []:  # finished, not yet recorded (interrupted)
+        for run in runs:
+            trial = out / "runs" / slug(spec) / run.name
+            if not (trial / "scores.json").is_file() and run_finished(trial, steps):
+                write_record(trial, spec, truth_of(spec), classifier, steps)
     in_slots(jobs, train_one, todo)
 
     complete = complete_cells(out, prompts, runs, steps)
     rows = []
     for spec in prompts:
-        truth = ground_truth(spec, views, effective.data)
         finished = []
         for run in runs:
             trial = out / "runs" / slug(spec) / run.name
             if (slug(spec), run.seed) not in complete:
                 continue
-            scores_path = trial / "scores.json"
-            if not scores_path.is_file():
-                row = score_run(trial, spec, truth, classifier)
-                row["non_finite"] = non_finite_steps(trial)
-                wall = trial / "wall_time.json"
-                row["wall_s"] = (
-                    json.loads(wall.read_text())["wall_s"] if wall.is_file() else float("nan")
-                )
-                scores_path.write_text(json.dumps(row))
-            row = json.loads(scores_path.read_text())
+            scores = trial / "scores.json"
+            if not (scores.is_file() and json.loads(scores.read_text()).get("steps") == steps):
+                write_record(trial, spec, truth_of(spec), classifier, steps)  # --report-only
+            row = json.loads(scores.read_text())
             row.update(prompt=spec.caption(), guidance=run.spec.label, seed=run.seed,
                        held_out=spec in HELD_OUT)  # fmt: skip
             rows.append(row)
-            finished.append((run.name, final_test_views(trial, views)[0]))
+            finished.append((run.name, read_views(trial, views)))
         if not finished:
             continue
         held = " (caption never used in training)" if spec in HELD_OUT else ""
-        save_renders(f"{spec.caption()}{held}", truth.rgb, finished,
-                     out / f"renders-{slug(spec)}.png", views)  # fmt: skip
+        renders = [("ground truth", truth_of(spec).rgb[view_picks(views)])] + finished
+        save_renders(f"{spec.caption()}{held}", renders, out / f"renders-{slug(spec)}.png", views)
     total = len(prompts) * len(runs)
     partial = None
     if len(rows) < total:
@@ -151,18 +162,18 @@ def training_queue(out: Path, prompts: Sequence[ObjectSpec], runs: Sequence[Benc
     """The runs still to train, seed-major (every prompt and guidance at the first seed, then
     the next), so that an interrupted benchmark holds whole tables at fewer seeds."""
     return [(spec, run) for seed in seeds for spec in prompts for run in runs if run.seed == seed
-            and (force or _steps_done(out / "runs" / slug(spec) / run.name) < steps)]  # fmt: skip
+            and (force or not run_finished(out / "runs" / slug(spec) / run.name, steps))]  # fmt: skip
 
 
 def complete_cells(out: Path, prompts: Sequence[ObjectSpec], runs: Sequence[BenchRun],
                    steps: int) -> Set[Tuple[str, int]]:  # fmt: skip
     """(prompt folder, seed) pairs in which every guidance's run reached ``steps``: the only
-    runs scored, so that every guidance is compared on the same prompts and seeds."""
+    runs reported, so that every guidance is compared on the same prompts and seeds."""
     labels = {r.spec.label for r in runs}
     done = {}
     for spec in prompts:
         for run in runs:
-            if _steps_done(out / "runs" / slug(spec) / run.name) >= steps:
+            if run_finished(out / "runs" / slug(spec) / run.name, steps):
                 done.setdefault((slug(spec), run.seed), set()).add(run.spec.label)
     return {cell for cell, got in done.items() if got == labels}
 

@@ -223,22 +223,25 @@ def plot_iou_grid(rows: List[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def save_renders(title: str, truth_rgb, finished, path: Path, views: int, columns: int = 8) -> None:
-    """Rows: the truth, then each finished run (label, rgb (V, 3, H, W)); columns: views."""
+def view_picks(views: int, columns: int = 8) -> np.ndarray:
+    """The orbit views the renders figure shows: ``columns`` evenly spaced of ``views``."""
+    return np.linspace(0, views, min(columns, views), endpoint=False).astype(int)
+
+
+def save_renders(title: str, rows, path: Path, views: int) -> None:
+    """One row per (label, rgb (C, 3, H, W)): the ``view_picks(views)`` views, truth first."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    columns = min(columns, views)
-    picks = np.linspace(0, views, columns, endpoint=False).astype(int)
-    rows = [("ground truth", truth_rgb)] + list(finished)
-    fig, axes = plt.subplots(len(rows), columns, figsize=(1.1 * columns + 2.0, 1.15 * len(rows)),
-                             squeeze=False)  # fmt: skip
+    picks = view_picks(views)
+    fig, axes = plt.subplots(len(rows), len(picks), squeeze=False,
+                             figsize=(1.1 * len(picks) + 2.0, 1.15 * len(rows)))  # fmt: skip
     for r, (label, rgb) in enumerate(rows):
         for c, i in enumerate(picks):
             ax = axes[r, c]
-            ax.imshow(rgb[i].permute(1, 2, 0).clamp(0, 1).numpy())
+            ax.imshow(rgb[c].permute(1, 2, 0).clamp(0, 1).numpy())
             ax.set_xticks([]), ax.set_yticks([])
             if r == 0:
                 ax.set_title(f"{i * 360 // views} deg", fontsize=7)

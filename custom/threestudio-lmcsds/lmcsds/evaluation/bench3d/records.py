@@ -1,0 +1,57 @@
+"""A finished run's record: its scores (``scores.json``) and the views the renders figure shows
+(``views.png``), written as soon as the run ends. The record alone counts as finished, so a
+benchmark's records can be committed without the checkpoints and renders they were scored
+from, and the benchmark continued on another machine or re-reported from them."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...core.atomic import atomic_write
+from ..compare import _steps_done
+from .report import view_picks
+from .scoring import final_test_views, non_finite_steps, score_run
+
+SCORES, VIEWS = "scores.json", "views.png"
+
+
+def run_finished(trial: Path, steps: int) -> bool:
+    """The run reached ``steps``: its record says so, or (before it is scored) its checkpoint."""
+    record = trial / SCORES
+    if record.is_file() and json.loads(record.read_text()).get("steps") == steps:
+        return True
+    return _steps_done(trial) >= steps
+
+
+def write_record(trial: Path, spec, truth, classifier, steps: int) -> dict:
+    """Score the finished run in ``trial`` and save its record (the views first: a record with
+    scores is complete). The wall time comes from ``wall_time.json`` less any ``paused_s``."""
+    import imageio.v2 as imageio
+
+    views = len(truth.mask)
+    rgb = final_test_views(trial, views)[0][view_picks(views)]
+    strip = torch.cat(list(rgb), dim=-1).permute(1, 2, 0)  # (H, C W, 3)
+    strip = (strip.clamp(0, 1) * 255).round().byte().numpy()
+    atomic_write(trial / VIEWS, lambda tmp: imageio.imwrite(tmp, strip, format="png"))
+    row = score_run(trial, spec, truth, classifier)
+    wall = trial / "wall_time.json"
+    timing = json.loads(wall.read_text()) if wall.is_file() else {}
+    row.update(non_finite=non_finite_steps(trial), steps=steps,
+               wall_s=timing.get("wall_s", float("nan")) - timing.get("paused_s", 0.0))  # fmt: skip
+    atomic_write(trial / SCORES, lambda tmp: Path(tmp).write_text(json.dumps(row)))
+    return row
+
+
+def read_views(trial: Path, views: int) -> torch.Tensor:
+    """The record's ``view_picks(views)`` views, (C, 3, H, W) in [0, 1]."""
+    import imageio.v2 as imageio
+
+    strip = imageio.imread(trial / VIEWS)[..., :3].astype(np.float32) / 255.0
+    count = len(view_picks(views))
+    if strip.shape[1] != count * strip.shape[0]:
+        raise ValueError(f"{trial / VIEWS}: {strip.shape[1] // strip.shape[0]} views, expected "
+                         f"{count} (was it recorded with --views {views}?)")  # fmt: skip
+    rgb = torch.from_numpy(strip).permute(2, 0, 1)  # (3, H, C W)
+    return torch.stack(rgb.chunk(count, dim=-1))
