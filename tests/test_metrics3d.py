@@ -253,3 +253,23 @@ def test_bench_baseline_runs_use_their_published_settings(tmp_path):
     plain = OmegaConf.load(write_config(base, specs["lmc-sds-w10"], tmp_path / "b.yaml"))
     assert perp.system.prompt_processor.use_perp_neg and perp.system.prompt_processor.prompt == "x"
     assert not plain.system.prompt_processor.use_perp_neg
+
+
+def test_non_finite_steps_counts_each_skipped_step_once(tmp_path):
+    """``train/skipped_steps`` is a running count that Lightning's CSV log repeats on later
+    rows (as in a real run that emptied its scene at step 243 and skipped 7 steps in all): a
+    step counts where the count grows, or where loss_sds or a render is not finite."""
+    from lmcsds.evaluation.bench3d.scoring import non_finite_steps
+
+    log = tmp_path / "csv_logs" / "version_0" / "metrics.csv"
+    log.parent.mkdir(parents=True)
+    rows = [  # step, loss_sds, non-finite renders, skipped_steps
+        (0, "1.5", "0.0", ""), (1, "2.0", "0.0", ""), (2, "3.0", "0.0", "1.0"),
+        (3, "1.0", "0.0", "1.0"), (4, "0.5", "0.0", "2.0"), (5, "0.7", "0.0", "2.0"),
+        (6, "nan", "0.0", "3.0"), (7, "0.2", "1.0", "3.0"), (8, "0.1", "0.0", "3.0"),
+    ]  # fmt: skip
+    text = ["lr,step,train/loss_sds,train/non_finite_renders,train/skipped_steps"]
+    for step, loss, renders, skipped in rows:  # Lightning writes the lr on rows of its own
+        text += [f"0.01,{step},,,", f",{step},{loss},{renders},{skipped}"]
+    log.write_text("\n".join(text) + "\n")
+    assert non_finite_steps(tmp_path) == 4  # steps 2, 4, 6 (NaN and skipped: once) and 7

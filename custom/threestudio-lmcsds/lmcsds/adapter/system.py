@@ -11,7 +11,7 @@ batch's shading mode: drawn here by the material's own rule, with the same rando
 passed to the material and the guidance alike.
 
 A step whose total loss is NaN or inf is skipped (no update), counted in
-``train/skipped_steps`` and warned about once: ``dreamfusion-system``'s orientation loss
+``train/skipped_steps`` (a running count, logged every step) and warned about once: ``dreamfusion-system``'s orientation loss
 divides by the number of pixels with opacity > 0, which is 0 once a guidance has emptied the
 scene, and one such step would otherwise turn every parameter into NaN for the rest of the run.
 """
@@ -43,10 +43,11 @@ class GuidanceVisualisingDreamFusion(DreamFusion):
 
     def training_step(self, batch, batch_idx):
         out = self.guided_training_step(batch, batch_idx)
-        if torch.isfinite(out["loss"]).all():
+        finite = bool(torch.isfinite(out["loss"]).all())
+        self.skipped_steps += not finite
+        self.log("train/skipped_steps", float(self.skipped_steps))  # a running count
+        if finite:
             return out
-        self.skipped_steps += 1
-        self.log("train/skipped_steps", float(self.skipped_steps))
         if self.skipped_steps == 1:
             threestudio.warn(
                 f"step {self.true_global_step}: the total loss is {out['loss'].item()}, so the "

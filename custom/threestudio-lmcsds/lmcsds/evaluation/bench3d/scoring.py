@@ -135,14 +135,12 @@ def score_run(trial: Path, spec: ObjectSpec, truth: Truth, classifier, grid: int
 
 def non_finite_steps(trial: Path) -> int:
     """Steps with a non-finite loss_sds, a NaN / inf render (``train/non_finite_renders``) or
-    a skipped update (``train/skipped_steps``: the total loss was not finite)."""
-
-    def bad(row: dict) -> bool:
+    a skipped update: ``train/skipped_steps`` is a running count (and Lightning's CSV log
+    repeats a metric's last value on later rows), so a step is skipped where it grows."""
+    count, skipped = 0, 0.0
+    for row in _metric_rows(trial):
+        now = float(row.get("train/skipped_steps") or 0.0)
         renders = float(row.get("train/non_finite_renders") or 0.0)
-        return (
-            (not np.isfinite(float(row["train/loss_sds"])))
-            or renders != 0.0
-            or bool(row.get("train/skipped_steps"))
-        )
-
-    return int(sum(bad(r) for r in _metric_rows(trial)))
+        count += (not np.isfinite(float(row["train/loss_sds"]))) or renders != 0.0 or now > skipped
+        skipped = max(skipped, now)
+    return int(count)
