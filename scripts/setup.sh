@@ -94,6 +94,11 @@ for cfg in "$ROOT"/configs/*.yaml; do
     link "$cfg" "$RUN_DIR/configs/$(basename "$cfg")"
 done
 link "$ROOT/load/lmcsds" "$RUN_DIR/load/lmcsds"
+# the mesh stage's DMTet grids (threestudio does not ship them; existing files are kept)
+if [ ! -e "$RUN_DIR/load/tets" ] || [ -d "$RUN_DIR/load/tets" ]; then
+    "$VENV/bin/python" -m lmcsds.adapter.tet_grid --out "$RUN_DIR/load/tets" --resolutions 32 64 128 ||
+        echo "setup.sh: warning: could not write the tet grids into $RUN_DIR/load/tets"
+fi
 
 echo "setup.sh: done. threestudio $ts_version at $TS
   run threestudio from: $RUN_DIR

@@ -16,7 +16,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 if str(THREESTUDIO_DIR) not in sys.path:
     sys.path.insert(0, str(THREESTUDIO_DIR))
-# tiny-cuda-nn and nvdiffrast need CUDA: import-only placeholders that raise when used
+# tiny-cuda-nn and nvdiffrast need CUDA: an import-only placeholder (raises when used) and the
+# pure-torch rasteriser stand in for them
 from lmcsds.adapter.cpu_mode import install_cuda_placeholders, threestudio_device  # noqa: E402
 
 install_cuda_placeholders()

@@ -16,9 +16,11 @@ so GPU runs behave exactly as upstream threestudio. With it, threestudio's unmod
 The building blocks:
 
 - ``install_cuda_placeholders()``: threestudio imports tiny-cuda-nn and nvdiffrast at module
-  level, and neither installs without CUDA. When (and only when) one is not installed, an
-  import-only placeholder is registered; using anything in it raises, so a CPU run must use
-  pure-torch encodings (``ProgressiveBandFrequency`` / ``VanillaMLP``).
+  level, and neither installs without CUDA. When (and only when) one is not installed, it is
+  stood in for: tiny-cuda-nn by an import-only placeholder (using anything in it raises, so a
+  CPU run must use pure-torch encodings, ``ProgressiveBandFrequency`` / ``VanillaMLP``), and
+  nvdiffrast by the pure-torch rasteriser of ``rasterizer.py`` (rasterize, interpolate,
+  antialias), so that threestudio's ``nvdiff-rasterizer`` and mesh stage run on the CPU.
 - ``threestudio_device(device)``: threestudio's ``get_device()`` hard-codes ``cuda:<rank>``;
   inside this block it returns ``device``.
 """
@@ -53,7 +55,7 @@ def _raiser(what: str):
     def fail(*args, **kwargs):
         raise RuntimeError(
             f"{what} needs CUDA and is not installed; in CPU mode use pure-torch components "
-            f"(encodings ProgressiveBandFrequency / VanillaMLP, no nvdiff rasterizer)"
+            f"(encodings ProgressiveBandFrequency / VanillaMLP)"
         )
 
     return fail
@@ -72,7 +74,7 @@ def _module(name: str, **attrs) -> types.ModuleType:
 
 
 def install_cuda_placeholders() -> list:
-    """Register placeholders for tinycudann / nvdiffrast where not installed; returns their names."""
+    """Stand in for tinycudann / nvdiffrast where not installed; returns their names."""
     installed = []
     if "tinycudann" not in sys.modules and importlib.util.find_spec("tinycudann") is None:
         sys.modules["tinycudann"] = _module(
@@ -84,15 +86,9 @@ def install_cuda_placeholders() -> list:
         )
         installed.append("tinycudann")
     if "nvdiffrast" not in sys.modules and importlib.util.find_spec("nvdiffrast") is None:
-        dr = _module(
-            "nvdiffrast.torch",
-            RasterizeGLContext=_placeholder_class("nvdiffrast.torch.RasterizeGLContext"),
-            RasterizeCudaContext=_placeholder_class("nvdiffrast.torch.RasterizeCudaContext"),
-            **{
-                f: _raiser(f"nvdiffrast.torch.{f}")
-                for f in ("rasterize", "interpolate", "antialias", "texture")
-            },
-        )
+        from . import rasterizer as dr  # pure torch, CPU mode only
+
+        setattr(dr, PLACEHOLDER_ATTR, True)
         sys.modules["nvdiffrast"] = _module("nvdiffrast", torch=dr)
         sys.modules["nvdiffrast.torch"] = dr
         installed.append("nvdiffrast")
