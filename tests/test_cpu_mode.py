@@ -540,6 +540,44 @@ def test_bench3d_scores_runs_against_the_true_object_and_resumes(tmp_path):
 
 # --- mesh stage ----------------------------------------------------------------------------------
 
+REFINE_CPU_CONFIG = ROOT / "configs" / "lmcsds-magic3d-refine-cpu.yaml"
+
+
+def test_a_cpu_coarse_result_refines_as_a_mesh_through_launch(tmp_path):
+    """The mesh stage on the CPU, through threestudio's own launch.py, magic3d-system,
+    tetrahedra-sdf-grid and nvdiff-rasterizer: a coarse CPU run's checkpoint converts to a
+    DMTet mesh (tet grids written as make setup does) and refines; the renders show a surface
+    and the geometry's SDF and texture network get gradients (their values move)."""
+    from lmcsds.adapter.tet_grid import write_tet_grids
+
+    run = _run_dir(tmp_path)
+    write_tet_grids(run / "load" / "tets", [32])
+    prompt = "system.prompt_processor.prompt=a photo of a red cube"
+    _launch(run, "--config", str(CPU_CONFIG), "--train", "exp_root_dir=outputs",
+            "use_timestamp=false", "tag=coarse", "trainer.max_steps=2", prompt,
+            "trainer.val_check_interval=100", "data.n_test_views=1", "data.eval_height=32",
+            "data.eval_width=32", "system.renderer.num_samples_per_ray=16")  # fmt: skip
+    coarse = run / "outputs" / "lmcsds-dreamfusion-cpu" / "coarse" / "ckpts" / "last.ckpt"
+    log = _launch(run, "--config", str(REFINE_CPU_CONFIG), "--train", "exp_root_dir=outputs",
+                  "use_timestamp=false", "tag=fine", "trainer.max_steps=3", prompt,
+                  f"system.geometry_convert_from={coarse}", "system.geometry.isosurface_resolution=32",
+                  "data.width=32", "data.height=32", "data.n_test_views=2",
+                  "data.eval_height=32", "data.eval_width=32", "trainer.val_check_interval=100")  # fmt: skip
+    assert "Initializing geometry from a given checkpoint" in log
+    trial = run / "outputs" / "lmcsds-magic3d-refine-cpu" / "fine"
+    assert [float(r["train/loss_sds"]) > 0 for r in _metrics(trial)] == [True] * 3
+    state = torch.load(trial / "ckpts" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["global_step"] == 3
+    from lmcsds.evaluation.bench3d.scoring import final_test_views
+
+    rgb, opacity = final_test_views(trial, 2)
+    assert (opacity > 0.5).float().mean() > 0.02 and torch.isfinite(rgb).all()  # a surface
+    sdf, texture = state["state_dict"]["geometry.sdf"], "geometry.feature_network.layers.0.weight"
+
+    start = torch.load(coarse, map_location="cpu", weights_only=False)["state_dict"]
+    assert not torch.equal(state["state_dict"][texture], start[texture])  # refined texture
+    assert torch.isfinite(sdf).all() and (sdf < 0).any() and (sdf > 0).any()
+
 
 def test_mesh_refinement_config_parses_and_builds_its_cpu_parts(
     tmp_path, monkeypatch, cpu_threestudio, tiny_if_dir, tiny_corrective_path
@@ -549,6 +587,7 @@ def test_mesh_refinement_config_parses_and_builds_its_cpu_parts(
     from threestudio.utils.config import load_config, parse_structured
 
     import lmcsds.adapter.guidance  # noqa: F401
+    import lmcsds.adapter.system  # noqa: F401
 
     monkeypatch.chdir(tmp_path)
     cfg = load_config(
@@ -581,6 +620,16 @@ def test_mesh_refinement_config_parses_and_builds_its_cpu_parts(
     )  # fmt: skip
     guidance = cpu_threestudio.find(system_cfg.guidance_type)(guidance_cfg)
     assert guidance.max_step == int(0.5 * guidance.num_train_timesteps)
+    # the conversion parses the coarse stage's saved config with the refine system's Config:
+    # the GPU pair as threestudio's own systems; the CPU coarse config holds this extension's
+    # system options, which threestudio's magic3d-system does not know (hence ours)
+    parse_structured(system_cls.Config, coarse.system)
+    cpu_coarse = load_config(str(CPU_CONFIG), cli_args=["system.prompt_processor.prompt=a cube"])
+    cpu_refine = load_config(str(REFINE_CPU_CONFIG), cli_args=[
+        "system.prompt_processor.prompt=a cube", "system.geometry_convert_from=x.ckpt"])  # fmt: skip
+    parse_structured(cpu_threestudio.find(cpu_refine.system_type).Config, cpu_coarse.system)
+    with pytest.raises(Exception, match="guidance_eval_every"):
+        parse_structured(system_cls.Config, cpu_coarse.system)
     # threestudio's nvdiff-rasterizer builds on the CPU rasteriser
     renderer = cpu_threestudio.find(system_cfg.renderer_type)(
         system_cfg.renderer, geometry=None, material=material, background=None

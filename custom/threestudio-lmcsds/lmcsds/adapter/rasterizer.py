@@ -233,6 +233,18 @@ def opposite_vertices(tri: Tensor) -> Tensor:
     return opposite.view(faces, 3)
 
 
+_OPPOSITE: dict = {}
+
+
+def _cached_opposite_vertices(tri: Tensor) -> Tensor:
+    """``opposite_vertices`` of the last topology seen: a renderer antialiases several images
+    of one mesh per step (nvdiffrast's ``topology_hash`` serves the same purpose)."""
+    key = (tri.data_ptr(), tuple(tri.shape), tri._version)
+    if _OPPOSITE.get("key") != key or not torch.equal(_OPPOSITE["tri"], tri):
+        _OPPOSITE.update(key=key, tri=tri.clone(), opposite=opposite_vertices(tri))
+    return _OPPOSITE["opposite"]
+
+
 def _signed_area(x: Tensor, y: Tensor) -> Tensor:
     return (x[..., 1] - x[..., 0]) * (y[..., 2] - y[..., 0]) - (x[..., 2] - x[..., 0]) * (
         y[..., 1] - y[..., 0]
@@ -310,7 +322,7 @@ def antialias(
     if pos_gradient_boost != 1.0:  # same value, gradient scaled
         pos = pos * pos_gradient_boost - pos.detach() * (pos_gradient_boost - 1.0)
     batch, height, width, channels = color.shape
-    opp = opposite_vertices(tri)
+    opp = _cached_opposite_vertices(tri)
     out = color.reshape(-1, channels)
     for down in (False, True):
         target, delta = _blend(color, rast, pos, tri, opp, down)

@@ -1,19 +1,21 @@
-"""``dreamfusion-system`` plus guidance visualisation during training.
+"""``dreamfusion-system`` and ``magic3d-system`` plus guidance visualisation during training.
 
-threestudio's DreamFusion system never asks its guidance for ``guidance_eval``. This subclass
-does, every ``guidance_eval_every`` steps, and saves one grid per such step: the render, then
-every ``imgs_*`` image the guidance returns (for LMC-SDS: the noisy input, zhat_t, b-hat, g_cond
-and g_lmc; for the built-in guidance its one-step and final denoisings), one row per batch item.
-With ``guidance_eval_every: 0`` (default) it is exactly ``dreamfusion-system``.
+``lmcsds-dreamfusion-system`` (the coarse NeRF stage) and ``lmcsds-magic3d-system`` (the mesh
+stage, which parses the coarse stage's config and so must know its options) are threestudio's
+own systems with what ``GuidedSystem`` adds; with the defaults they are exactly threestudio's.
 
-A guidance with ``needs_shading = True`` (the benchmark's supervised ceiling) also gets the
-batch's shading mode: drawn here by the material's own rule, with the same random draws, and
-passed to the material and the guidance alike.
-
-A step whose total loss is NaN or inf is skipped (no update), counted in
-``train/skipped_steps`` (a running count, logged every step) and warned about once: ``dreamfusion-system``'s orientation loss
-divides by the number of pixels with opacity > 0, which is 0 once a guidance has emptied the
-scene, and one such step would otherwise turn every parameter into NaN for the rest of the run.
+- threestudio's systems never ask their guidance for ``guidance_eval``. These do, every
+  ``guidance_eval_every`` steps, and save one grid per such step: the render, then every
+  ``imgs_*`` image the guidance returns (for LMC-SDS: the noisy input, zhat_t, b-hat, g_cond
+  and g_lmc; for the built-in guidance its one-step and final denoisings), one row per item.
+- A guidance with ``needs_shading = True`` (the benchmark's supervised ceiling) also gets the
+  batch's shading mode: drawn here by the material's own rule, with the same random draws, and
+  passed to the material and the guidance alike.
+- A step whose total loss is NaN or inf is skipped (no update), counted in
+  ``train/skipped_steps`` (a running count, logged every step) and warned about once:
+  ``dreamfusion-system``'s orientation loss divides by the number of pixels with opacity > 0,
+  which is 0 once a guidance has emptied the scene, and one such step would otherwise turn
+  every parameter into NaN for the rest of the run.
 """
 
 import random
@@ -23,15 +25,11 @@ import threestudio
 import torch
 import torch.nn.functional as F
 from threestudio.systems.dreamfusion import DreamFusion
+from threestudio.systems.magic3d import Magic3D
 
 
-@threestudio.register("lmcsds-dreamfusion-system")
-class GuidanceVisualisingDreamFusion(DreamFusion):
-    @dataclass
-    class Config(DreamFusion.Config):
-        guidance_eval_every: int = 0  # save the guidance images every N training steps; 0: never
-
-    cfg: Config
+class GuidedSystem:
+    """The additions, mixed in before a threestudio system class."""
 
     def configure(self) -> None:
         super().configure()
@@ -100,6 +98,24 @@ class GuidanceVisualisingDreamFusion(DreamFusion):
             step=self.true_global_step,
             texts=eval_out.get("texts"),
         )
+
+
+@threestudio.register("lmcsds-dreamfusion-system")
+class GuidanceVisualisingDreamFusion(GuidedSystem, DreamFusion):
+    @dataclass
+    class Config(DreamFusion.Config):
+        guidance_eval_every: int = 0  # save the guidance images every N training steps; 0: never
+
+    cfg: Config
+
+
+@threestudio.register("lmcsds-magic3d-system")
+class GuidanceVisualisingMagic3D(GuidedSystem, Magic3D):
+    @dataclass
+    class Config(Magic3D.Config):
+        guidance_eval_every: int = 0  # save the guidance images every N training steps; 0: never
+
+    cfg: Config
 
 
 def draw_shading(material) -> str:
