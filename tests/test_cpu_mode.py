@@ -9,6 +9,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -577,6 +578,11 @@ def test_a_cpu_coarse_result_refines_as_a_mesh_through_launch(tmp_path):
     start = torch.load(coarse, map_location="cpu", weights_only=False)["state_dict"]
     assert not torch.equal(state["state_dict"][texture], start[texture])  # refined texture
     assert torch.isfinite(sdf).all() and (sdf < 0).any() and (sdf > 0).any()
+    # the scorer's solid of the refined mesh: SOLID inside, 0 outside, neither empty nor full
+    from lmcsds.evaluation.asset_density import SOLID, extract
+
+    solid = extract(trial, 32)
+    assert solid["radius"] == 1.0 and set(np.unique(solid["density"])) == {0.0, SOLID}
 
 
 def test_mesh_refinement_config_parses_and_builds_its_cpu_parts(

@@ -322,3 +322,21 @@ def test_threestudio_marching_tets_on_the_grid_give_a_closed_outward_sphere(
     assert set(torch.unique(edges, dim=0, return_counts=True)[1].tolist()) == {2}
     normal = torch.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]], dim=-1)
     assert ((normal * (v[f].mean(1) - centre)).sum(-1) > 0).all()
+
+
+def test_mesh_occupancy_fills_closed_meshes_exactly():
+    """The scorer's solid of a mesh-stage asset: cell centres inside a box (anisotropic, off
+    centre) are exactly the box's cells; a sphere's are the ball's."""
+    from lmcsds.evaluation.asset_density import grid_points, mesh_occupancy
+
+    res, radius = 32, 1.0
+    centres = grid_points(res, radius).view(res, res, res, 3)
+    verts, tri = cube_mesh(0.5)
+    size, shift = torch.tensor([1.0, 0.5, 0.8]), torch.tensor([0.13, 0.07, -0.21])
+    occupied = mesh_occupancy(verts * size + shift, tri, res, radius)
+    box = ((centres > shift - size / 2) & (centres < shift + size / 2)).all(-1)
+    assert torch.equal(occupied, box) and box.sum() > 1000
+    verts, tri = uv_sphere(0.6)
+    occupied = mesh_occupancy(verts + shift, tri, res, radius)
+    ball = (centres - shift).norm(dim=-1) < 0.6
+    assert ((occupied & ball).sum() / (occupied | ball).sum()) > 0.97

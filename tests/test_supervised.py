@@ -93,6 +93,25 @@ def test_the_system_draws_the_materials_shading_with_its_random_draws(
     assert picks == ({"albedo"} if ambient_only else {"albedo", "diffuse", "textureless"})
 
 
+def test_the_drawn_shading_reaches_a_material_called_without_it(cpu_threestudio):
+    """threestudio's nvdiff-rasterizer calls the material without the batch's shading: inside
+    ``material_shading`` the drawn mode applies (albedo: the albedo itself, with no random
+    draw), a caller's own choice still wins, and the material is as before afterwards."""
+    from lmcsds.adapter.system import material_shading
+
+    material = _material(cpu_threestudio, textureless_prob=0.0)
+    material.train()
+    x = torch.full((1, 3), 0.2)
+    call = dict(features=x, positions=x, shading_normal=x, light_positions=x + 1)
+    with material_shading(material, "albedo"):
+        state = random.getstate()
+        torch.testing.assert_close(material(**call), x * 0.5 + 0.5)
+        assert random.getstate() == state
+        diffuse = material(**call, shading="diffuse")
+    assert not torch.allclose(diffuse, x * 0.5 + 0.5)
+    assert "forward" not in material.__dict__
+
+
 def test_the_ceilings_loss_is_half_the_squared_error_to_the_truth(cpu_threestudio):
     from lmcsds.evaluation.supervised import SupervisedGuidance
 

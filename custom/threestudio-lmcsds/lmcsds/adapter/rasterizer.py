@@ -76,11 +76,12 @@ def _edge_weights(x: Tensor, y: Tensor, px: Tensor, py: Tensor) -> Tuple[Tensor,
     return torch.stack(weights, -1), area
 
 
-def _candidates(
+def covered_pixels(
     pos: Tensor, tri: Tensor, height: int, width: int
 ) -> Iterator[Tuple[Tensor, Tensor, Tensor]]:
-    """(pixel index, triangle index, z / w) of every pixel centre inside a triangle, in chunks:
-    each triangle's pixel bounding box, tested with its edge functions."""
+    """(pixel index b H W + y W + x, triangle index, z / w) of every pixel centre inside a
+    triangle, with no depth test, in chunks: each triangle's pixel bounding box, tested with
+    its edge functions."""
     batch, faces = pos.shape[0], tri.shape[0]
     x, y, z, w = _screen(pos[:, tri], height, width)  # (B, F, 3)
     area = (x[..., 1] - x[..., 0]) * (y[..., 2] - y[..., 0]) - (x[..., 2] - x[..., 0]) * (
@@ -124,11 +125,11 @@ def _visible_triangles(pos: Tensor, tri: Tensor, height: int, width: int) -> Ten
     candidates (nearest z / w; equal depths: the lower index)."""
     pixels = pos.shape[0] * height * width
     zbuf = torch.full((pixels,), float("inf"), dtype=pos.dtype)
-    for pixel, _, depth in _candidates(pos, tri, height, width):
+    for pixel, _, depth in covered_pixels(pos, tri, height, width):
         zbuf.scatter_reduce_(0, pixel, depth, "amin")
     faces = tri.shape[0]
     ids = torch.full((pixels,), faces, dtype=torch.long)
-    for pixel, f, depth in _candidates(pos, tri, height, width):
+    for pixel, f, depth in covered_pixels(pos, tri, height, width):
         front = depth == zbuf[pixel]
         ids.scatter_reduce_(0, pixel[front], f[front], "amin")
     ids[ids == faces] = -1

@@ -10,7 +10,7 @@ own systems with what ``GuidedSystem`` adds; with the defaults they are exactly 
   and g_lmc; for the built-in guidance its one-step and final denoisings), one row per item.
 - A guidance with ``needs_shading = True`` (the benchmark's supervised ceiling) also gets the
   batch's shading mode: drawn here by the material's own rule, with the same random draws, and
-  passed to the material and the guidance alike.
+  passed to the material (also where the renderer does not pass it on) and the guidance alike.
 - A step whose total loss is NaN or inf is skipped (no update), counted in
   ``train/skipped_steps`` (a running count, logged every step) and warned about once:
   ``dreamfusion-system``'s orientation loss divides by the number of pixels with opacity > 0,
@@ -19,6 +19,7 @@ own systems with what ``GuidedSystem`` adds; with the defaults they are exactly 
 """
 
 import random
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import threestudio
@@ -57,7 +58,12 @@ class GuidedSystem:
 
     def guided_training_step(self, batch, batch_idx):
         if getattr(self.guidance, "needs_shading", False):
-            batch = dict(batch, shading=draw_shading(self.material))
+            shading = draw_shading(self.material)
+            with material_shading(self.material, shading):  # renderers that do not pass it on
+                return self._step(dict(batch, shading=shading), batch_idx)
+        return self._step(batch, batch_idx)
+
+    def _step(self, batch, batch_idx):
         if not self._guidance_eval_due():
             return super().training_step(batch, batch_idx)
         guidance = self.guidance
@@ -116,6 +122,22 @@ class GuidanceVisualisingMagic3D(GuidedSystem, Magic3D):
         guidance_eval_every: int = 0  # save the guidance images every N training steps; 0: never
 
     cfg: Config
+
+
+@contextmanager
+def material_shading(material, shading: str):
+    """Within the block the material shades with ``shading`` unless a caller names one:
+    threestudio's ``nvdiff-rasterizer`` calls the material without the batch's options."""
+    forward = material.forward
+
+    def with_shading(*args, **kwargs):
+        return forward(*args, **{"shading": shading, **kwargs})
+
+    material.forward = with_shading
+    try:
+        yield
+    finally:
+        del material.forward
 
 
 def draw_shading(material) -> str:
