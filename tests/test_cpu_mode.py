@@ -21,6 +21,7 @@ pytestmark = pytest.mark.threestudio  # needs threestudio's pinned stack
 
 EXTENSION = ROOT / "custom" / "threestudio-lmcsds"
 CPU_CONFIG = ROOT / "configs" / "lmcsds-dreamfusion-cpu.yaml"
+REFINE_CPU_CONFIG = ROOT / "configs" / "lmcsds-magic3d-refine-cpu.yaml"
 
 
 # --- renderer: pure functions against known answers ----------------------------------------------
@@ -541,7 +542,46 @@ def test_bench3d_scores_runs_against_the_true_object_and_resumes(tmp_path):
 
 # --- mesh stage ----------------------------------------------------------------------------------
 
-REFINE_CPU_CONFIG = ROOT / "configs" / "lmcsds-magic3d-refine-cpu.yaml"
+
+def test_bench3d_refines_each_run_as_a_mesh_and_scores_both_stages(tmp_path):
+    """bench3d --refine: the ceiling's coarse run, then its mesh stage from the coarse
+    checkpoint at the coarse asset's own occupancy level, both scored against the object
+    (the mesh's volume scores from its solid); a rerun trains nothing."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from lmcsds.adapter.tet_grid import write_tet_grids
+    from lmcsds.evaluation.bench3d import bench3d
+    from lmcsds.priors.objects3d import ObjectSpec
+
+    run = _run_dir(tmp_path)
+    write_tet_grids(run / "load" / "tets", [32])
+    out = tmp_path / "bench"
+    # (overrides apply to both stages: nothing the mesh stage's renderer does not know)
+    tiny = ["data.n_val_views=1", "data.eval_height=32", "data.eval_width=32", "data.width=32",
+            "data.height=32", "system.geometry.isosurface_resolution=32"]  # fmt: skip
+    kw = dict(prompts=[ObjectSpec("cube", "red", "plain")], seeds=[0], views=4,
+              guidances=["supervised"], overrides=tiny, reference=None,
+              classifier_path=str(ROOT / "load/lmcsds/priors/objects-classifier.safetensors"),
+              refine_config=REFINE_CPU_CONFIG, refine_steps=2)  # fmt: skip
+    rows = bench3d(run, CPU_CONFIG, out, 3, **kw)
+    assert [r["guidance"] for r in rows] == ["supervised", "supervised-refine"]
+    coarse, fine = (
+        out / "runs" / "red-cube" / n for n in ("supervised-s0", "supervised-refine-s0")
+    )
+    parsed = OmegaConf.load(fine / "configs" / "parsed.yaml")
+    level = json.loads((coarse / "scores.json").read_text())["occupancy_level"]
+    assert parsed.system.geometry_type == "tetrahedra-sdf-grid" and parsed.trainer.max_steps == 2
+    assert parsed.system.geometry_convert_override.isosurface_threshold == pytest.approx(level)
+    assert parsed.system.geometry_convert_from == str(coarse / "ckpts" / "last.ckpt")
+    record = json.loads((fine / "scores.json").read_text())
+    assert record["steps"] == 2 and 0 <= record["iou"] <= 1 and 0 <= record["volume_iou"] <= 1
+    assert "supervised-refine" in (out / "summary.md").read_text()
+    assert "--refine --refine-config" in (out / "COMMAND.md").read_text()
+    stamp = (fine / "scores.json").stat().st_mtime_ns
+    bench3d(run, CPU_CONFIG, out, 3, **kw)
+    assert (fine / "scores.json").stat().st_mtime_ns == stamp
 
 
 def test_a_cpu_coarse_result_refines_as_a_mesh_through_launch(tmp_path):

@@ -22,16 +22,19 @@ from .runs import (
     QUICK_GUIDANCES,
     QUICK_PROMPTS,
     QUICK_STEPS,
+    REFINE_STEPS,
     REMEDY_GUIDANCES,
     BenchRun,
     guidance_runs,
     parse_seeds,
+    refine_runs,
     slug,
 )
 from .truth import ground_truth
 
 DEFAULT_REFERENCE = "lmc-sds-w10"
 CLASSIFIER = "load/lmcsds/priors/objects-classifier.safetensors"
+REFINE_CONFIG = "configs/lmcsds-magic3d-refine-cpu.yaml"
 # an OUT folder under git keeps the tables and each run's record (records.py), not the
 # checkpoints, renders and logs they were made from: committed, the benchmark continues elsewhere
 GITIGNORE = "logs/\nruns/*/*/*\n!runs/*/*/scores.json\n!runs/*/*/views.png\n"
@@ -58,7 +61,11 @@ def bench3d(
     jobs: int = 1,
     reference: Optional[str] = DEFAULT_REFERENCE,
     train: bool = True,
+    refine_config: Optional[Path] = None,
+    refine_steps: int = REFINE_STEPS,
 ) -> List[dict]:
+    """``refine_config``: also refine every run as a mesh (the mesh stage, ``refine_steps``
+    steps, from the run's checkpoint) and score it as ``<label>-refine``."""
     from omegaconf import OmegaConf
 
     from ...priors.objects_classifier import load_object_classifier
@@ -77,13 +84,19 @@ def bench3d(
             raise ValueError(f"unknown guidance(s) {sorted(unknown)}; choose from "
                              f"{sorted({r.spec.label for r in runs})}")  # fmt: skip
         runs = [r for r in runs if r.spec.label in guidances]
+    refined = {}
+    if refine_config is not None:
+        fine = OmegaConf.to_container(OmegaConf.load(refine_config).system.guidance, resolve=False)
+        refined = {r.name: f for r, f in zip(runs, refine_runs(fine, runs, refine_steps))}
     (out / "configs").mkdir(parents=True, exist_ok=True)
     if not (out / ".gitignore").exists():
         (out / ".gitignore").write_text(GITIGNORE)
     (out / "logs").mkdir(exist_ok=True)
     configs = {r.spec.label: write_config(base_config, r.spec, out / "configs" / f"{r.spec.label}.yaml")
                for r in runs}  # fmt: skip
-    todo = training_queue(out, prompts, runs, seeds, steps, force) if train else []
+    configs.update({r.spec.label: write_config(refine_config, r.spec, out / "configs" / f"{r.spec.label}.yaml")
+                    for r in refined.values()})  # fmt: skip
+    todo = training_queue(out, prompts, runs, seeds, steps, force, refined) if train else []
     truths, lock = {}, threading.Lock()
 
     def truth_of(spec: ObjectSpec):
@@ -94,11 +107,28 @@ def bench3d(
 
     def train_one(job: int, spec: ObjectSpec, run: BenchRun) -> None:
         trial = out / "runs" / slug(spec) / run.name
+        if not run_finished(trial, steps) or force:
+            train(job, spec, run, trial, steps, [])
+        fine = refined.get(run.name)
+        if fine is None or (not force and run_finished(out / "runs" / slug(spec) / fine.name,
+                                                        refine_steps)):  # fmt: skip
+            return
+        level = json.loads((trial / "scores.json").read_text())["occupancy_level"]
+        if not (trial / "ckpts" / "last.ckpt").is_file() or level == float("inf"):
+            print(f"bench3d: {slug(spec)}/{fine.name} not trained: the coarse run "
+                  + ("is empty" if level == float("inf") else "has only its record"))  # fmt: skip
+            return
+        train(job, spec, fine, out / "runs" / slug(spec) / fine.name, refine_steps,
+              [f"system.geometry_convert_from={trial / 'ckpts' / 'last.ckpt'}",
+               f"system.geometry_convert_override.isosurface_threshold={level}"])  # fmt: skip
+
+    def train(job: int, spec: ObjectSpec, run: BenchRun, trial: Path, steps: int,
+              extra: List[str]) -> None:  # fmt: skip
         common = [
             f"exp_root_dir={out / 'runs'}", f"name={slug(spec)}", f"tag={run.name}",
             "use_timestamp=false", f"seed={run.seed}", f"trainer.max_steps={steps}",
             f"system.prompt_processor.prompt={spec.caption()}",
-            f"data.n_test_views={views + 1}", *run_defaults(steps), *overrides,
+            f"data.n_test_views={views + 1}", *run_defaults(steps), *extra, *overrides,
         ]  # fmt: skip
         if jobs == 1:
             print(f"== {slug(spec)}/{run.name}: {run.spec.note}")
@@ -113,12 +143,14 @@ def bench3d(
         write_record(trial, spec, truth_of(spec), classifier, steps)
 
     for spec in prompts if not force else []:  # finished, not yet recorded (interrupted)
-        for run in runs:
+        for run in list(runs) + list(refined.values()):
             trial = out / "runs" / slug(spec) / run.name
-            if not (trial / "scores.json").is_file() and run_finished(trial, steps):
-                write_record(trial, spec, truth_of(spec), classifier, steps)
+            done = run.steps or steps
+            if not (trial / "scores.json").is_file() and run_finished(trial, done):
+                write_record(trial, spec, truth_of(spec), classifier, done)
     in_slots(jobs, train_one, todo)
 
+    runs = list(runs) + list(refined.values())
     complete = complete_cells(out, prompts, runs, steps)
     rows = []
     for spec in prompts:
@@ -128,8 +160,9 @@ def bench3d(
             if (slug(spec), run.seed) not in complete:
                 continue
             scores = trial / "scores.json"
-            if not (scores.is_file() and json.loads(scores.read_text()).get("steps") == steps):
-                write_record(trial, spec, truth_of(spec), classifier, steps)  # --report-only
+            done = run.steps or steps
+            if not (scores.is_file() and json.loads(scores.read_text()).get("steps") == done):
+                write_record(trial, spec, truth_of(spec), classifier, done)  # --report-only
             row = json.loads(scores.read_text())
             row.update(prompt=spec.caption(), guidance=run.spec.label, seed=run.seed,
                        held_out=spec in HELD_OUT)  # fmt: skip
@@ -152,17 +185,26 @@ def bench3d(
                            f"{steps} steps: nothing to score yet")  # fmt: skip
     write_results(rows, out, steps, views, reference, partial)
     write_command(out, run_dir, base_config, steps, prompts, guidances, seeds, views, overrides,
-                  jobs, reference)  # fmt: skip
+                  jobs, reference, refine_config, refine_steps)  # fmt: skip
     return rows
 
 
 def training_queue(out: Path, prompts: Sequence[ObjectSpec], runs: Sequence[BenchRun],
-                   seeds: Sequence[int], steps: int, force: bool = False,
+                   seeds: Sequence[int], steps: int, force: bool = False, refined=None,
                    ) -> List[Tuple[ObjectSpec, BenchRun]]:  # fmt: skip
-    """The runs still to train, seed-major (every prompt and guidance at the first seed, then
-    the next), so that an interrupted benchmark holds whole tables at fewer seeds."""
-    return [(spec, run) for seed in seeds for spec in prompts for run in runs if run.seed == seed
-            and (force or not run_finished(out / "runs" / slug(spec) / run.name, steps))]  # fmt: skip
+    """The runs still to train (or whose mesh stage, ``refined[run.name]``, is), seed-major
+    (every prompt and guidance at the first seed, then the next), so that an interrupted
+    benchmark holds whole tables at fewer seeds."""
+    refined = refined or {}
+
+    def due(spec: ObjectSpec, run: BenchRun) -> bool:
+        fine = refined.get(run.name)
+        return (force or not run_finished(out / "runs" / slug(spec) / run.name, steps)
+                or (fine is not None and not run_finished(out / "runs" / slug(spec) / fine.name,
+                                                          fine.steps)))  # fmt: skip
+
+    return [(spec, run) for seed in seeds for spec in prompts for run in runs
+            if run.seed == seed and due(spec, run)]  # fmt: skip
 
 
 def complete_cells(out: Path, prompts: Sequence[ObjectSpec], runs: Sequence[BenchRun],
@@ -173,13 +215,14 @@ def complete_cells(out: Path, prompts: Sequence[ObjectSpec], runs: Sequence[Benc
     done = {}
     for spec in prompts:
         for run in runs:
-            if run_finished(out / "runs" / slug(spec) / run.name, steps):
+            if run_finished(out / "runs" / slug(spec) / run.name, run.steps or steps):
                 done.setdefault((slug(spec), run.seed), set()).add(run.spec.label)
     return {cell for cell, got in done.items() if got == labels}
 
 
 def write_command(out, run_dir, base_config, steps, prompts, guidances, seeds, views, overrides,
-                  jobs=1, reference=DEFAULT_REFERENCE) -> None:  # fmt: skip
+                  jobs=1, reference=DEFAULT_REFERENCE, refine_config=None,
+                  refine_steps=REFINE_STEPS) -> None:  # fmt: skip
     cmd = ["LMCSDS_DEVICE=cpu", "python", "-m", "lmcsds", "bench3d", "--threestudio",
            str(run_dir), "--config", str(base_config), "--out", str(out), "--steps", str(steps),
            "--prompts", ";".join(p.caption() for p in prompts), "--seeds",
@@ -190,6 +233,14 @@ def write_command(out, run_dir, base_config, steps, prompts, guidances, seeds, v
         cmd += ["--reference", str(reference)]
     if jobs > 1:
         cmd += ["--jobs", str(jobs)]
+    if refine_config is not None:
+        cmd += [
+            "--refine",
+            "--refine-config",
+            str(refine_config),
+            "--refine-steps",
+            str(refine_steps),
+        ]
     cmd += list(overrides)
     (out / "COMMAND.md").write_text(
         "Made with:\n\n    "
@@ -256,7 +307,15 @@ def add_arguments(p) -> None:
     p.add_argument("--oracles", action="store_true",
                    help="score the truth and its known failures instead (no training): "
                         "OUT/oracles.md")  # fmt: skip
-    p.add_argument("overrides", nargs="*", help="extra threestudio overrides, key=value")
+    p.add_argument("--refine", action="store_true",
+                   help="also refine every run as a mesh (Magic3D-style, from its checkpoint) and "
+                        "score it as <guidance>-refine")  # fmt: skip
+    p.add_argument("--refine-config", default=REFINE_CONFIG,
+                   help="the mesh stage's base config (guidance swapped as for the coarse runs)")  # fmt: skip
+    p.add_argument("--refine-steps", type=int, default=REFINE_STEPS,
+                   help="training steps of each mesh-stage run")  # fmt: skip
+    p.add_argument("overrides", nargs="*",
+                   help="extra threestudio overrides, key=value (with --refine: of both stages)")  # fmt: skip
 
 
 def run(args) -> None:
@@ -281,4 +340,5 @@ def run(args) -> None:
     steps = args.steps or (QUICK_STEPS if args.quick else BUDGET)
     bench3d(Path(args.threestudio), Path(args.config), Path(args.out), steps, prompts,
             guidances, parse_seeds(args.seeds), args.views, args.classifier, args.overrides,
-            args.force, args.jobs, args.reference, not args.report_only)  # fmt: skip
+            args.force, args.jobs, args.reference, not args.report_only,
+            Path(args.refine_config) if args.refine else None, args.refine_steps)  # fmt: skip

@@ -1,8 +1,8 @@
 """The benchmark's prompts and runs: one ``RunSpec`` per guidance (only the guidance differs
 from the base config), each over the chosen seeds, plus the supervised ceiling."""
 
-from dataclasses import dataclass
-from typing import List, Sequence
+from dataclasses import dataclass, replace
+from typing import List, Optional, Sequence
 
 from ...core.gradients import NFSD_NEGATIVE_PROMPT
 from ...priors.objects3d import ObjectSpec
@@ -22,6 +22,7 @@ QUICK_PROMPTS = [ObjectSpec("cube", "red", "plain"), ObjectSpec("mug", "green", 
 # steps per run: the smallest budget at which the supervised ceiling shows the red checkered
 # mug's checks and handle (docs/bench3d.md, "The budget"); --quick is a smoke test at 400
 BUDGET, QUICK_STEPS = 1600, 400
+REFINE_STEPS = 400  # the mesh stage's steps per run (--refine)
 CSD_NEGATIVE_PROMPT = "oversaturated color, ugly, tiling, low quality, noisy"  # its IF config
 QUICK_GUIDANCES = ["supervised", "sds-w21", "lmc-sds-w10"]
 FIXED_EPS = "lmc-sds-fixed-w20"
@@ -43,10 +44,23 @@ LMCSDS = "lmc-sds-deep-floyd-guidance"
 class BenchRun:
     spec: RunSpec
     seed: int
+    steps: Optional[int] = None  # its own step count (a mesh-stage run); None: the benchmark's
 
     @property
     def name(self) -> str:
         return f"{self.spec.label}-s{self.seed}"
+
+
+REFINED = "-refine"  # label suffix of a run's mesh stage
+
+
+def refine_runs(guidance: dict, runs: Sequence[BenchRun], steps: int) -> List[BenchRun]:
+    """The mesh stage of each run: its guidance built from the refine config's guidance
+    section ``guidance`` (so its t range), label ``<label>-refine``, ``steps`` steps."""
+    specs = {s.label: s for s in run_specs(guidance, steps)}
+    return [BenchRun(replace(specs[r.spec.label], label=r.spec.label + REFINED,
+                             note=specs[r.spec.label].note + ", mesh stage"), r.seed, steps)
+            for r in runs]  # fmt: skip
 
 
 def parse_seeds(text: str) -> List[int]:
