@@ -1,0 +1,36 @@
+#!/bin/bash
+# The 3D benchmark's full re-measure (docs/bench3d.md): the headline three (the ceiling, SDS
+# omega 21, LMC-SDS omega 10) at seeds 0-2 first, then bench3d's default set, into
+# docs/results/bench3d-full. Finished runs are kept as records there (commit them), so the
+# script continues wherever it stopped, on this machine or on a fresh clone.
+#
+#   nohup scripts/remeasure.sh > remeasure.log 2>&1 &
+#
+# It trains from a frozen copy of the current commit (build/remeasure-src), so that editing
+# the working tree while it runs cannot change the code a later run of it uses. Needs
+# `make setup` first (the venv and build/threestudio).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SRC=$ROOT/build/remeasure-src
+OUT=${OUT:-$ROOT/docs/results/bench3d-full}
+[ -x "$ROOT/.venv/bin/python" ] || { echo "remeasure.sh: run make setup first" >&2; exit 1; }
+
+rm -rf "$SRC"
+git -C "$ROOT" worktree prune
+git -C "$ROOT" worktree add --detach -f "$SRC" HEAD >/dev/null
+echo "remeasure.sh: code frozen at $(git -C "$SRC" log --oneline -1)"
+# a threestudio run folder whose extension, configs and load/lmcsds are the frozen copy's
+RUN=$SRC/build/threestudio
+mkdir -p "$RUN"
+cp -a "$ROOT/build/threestudio/." "$RUN/"
+ln -sfn "$SRC/custom/threestudio-lmcsds" "$RUN/custom/threestudio-lmcsds"
+ln -sfn "$SRC/load/lmcsds" "$RUN/load/lmcsds"
+for cfg in "$SRC"/configs/*.yaml; do ln -sfn "$cfg" "$RUN/configs/$(basename "$cfg")"; done
+
+cd "$SRC"
+export PYTHONPATH=$SRC/custom/threestudio-lmcsds LMCSDS_DEVICE=cpu
+for guidances in supervised,sds-w21,lmc-sds-w10 ""; do
+    "$ROOT/.venv/bin/python" -m lmcsds bench3d --threestudio "$RUN" \
+        --config configs/lmcsds-dreamfusion-cpu.yaml --out "$OUT" --seeds 3 --jobs 2 \
+        ${guidances:+--guidances $guidances}
+done
