@@ -579,9 +579,13 @@ def test_bench3d_refines_each_run_as_a_mesh_and_scores_both_stages(tmp_path):
     assert record["steps"] == 2 and 0 <= record["iou"] <= 1 and 0 <= record["volume_iou"] <= 1
     assert "supervised-refine" in (out / "summary.md").read_text()
     assert "--refine --refine-config" in (out / "COMMAND.md").read_text()
+    # a rerun trains nothing; --tables keeps this selection's tables in a folder of their own
     stamp = (fine / "scores.json").stat().st_mtime_ns
-    bench3d(run, CPU_CONFIG, out, 3, **kw)
+    bench3d(run, CPU_CONFIG, out, 3, **kw, tables="mesh")
     assert (fine / "scores.json").stat().st_mtime_ns == stamp
+    assert "supervised-refine" in (out / "mesh" / "summary.md").read_text()
+    command = (out / "mesh" / "COMMAND.md").read_text()
+    assert f"--out {out} " in command and "--tables mesh" in command
 
 
 def test_a_cpu_coarse_result_refines_as_a_mesh_through_launch(tmp_path):

@@ -63,9 +63,12 @@ def bench3d(
     train: bool = True,
     refine_config: Optional[Path] = None,
     refine_steps: int = REFINE_STEPS,
+    tables: Optional[str] = None,
 ) -> List[dict]:
     """``refine_config``: also refine every run as a mesh (the mesh stage, ``refine_steps``
-    steps, from the run's checkpoint) and score it as ``<label>-refine``."""
+    steps, from the run's checkpoint) and score it as ``<label>-refine``. ``tables``: a
+    subfolder of ``out`` for the tables, figures and COMMAND.md (default ``out`` itself), so
+    that several selections of runs in one folder keep their own tables."""
     from omegaconf import OmegaConf
 
     from ...priors.objects_classifier import load_object_classifier
@@ -151,6 +154,8 @@ def bench3d(
     in_slots(jobs, train_one, todo)
 
     runs = list(runs) + list(refined.values())
+    report = out / tables if tables else out
+    report.mkdir(parents=True, exist_ok=True)
     complete = complete_cells(out, prompts, runs, steps)
     rows = []
     for spec in prompts:
@@ -172,7 +177,9 @@ def bench3d(
             continue
         held = " (caption never used in training)" if spec in HELD_OUT else ""
         renders = [("ground truth", truth_of(spec).rgb[view_picks(views)])] + finished
-        save_renders(f"{spec.caption()}{held}", renders, out / f"renders-{slug(spec)}.png", views)
+        save_renders(
+            f"{spec.caption()}{held}", renders, report / f"renders-{slug(spec)}.png", views
+        )
     total = len(prompts) * len(runs)
     partial = None
     if len(rows) < total:
@@ -183,9 +190,9 @@ def bench3d(
     if not rows:
         raise RuntimeError(f"no (prompt, seed) in {out / 'runs'} has every guidance finished at "
                            f"{steps} steps: nothing to score yet")  # fmt: skip
-    write_results(rows, out, steps, views, reference, partial)
-    write_command(out, run_dir, base_config, steps, prompts, guidances, seeds, views, overrides,
-                  jobs, reference, refine_config, refine_steps)  # fmt: skip
+    write_results(rows, report, steps, views, reference, partial)
+    write_command(report, run_dir, base_config, steps, prompts, guidances, seeds, views, overrides,
+                  jobs, reference, refine_config, refine_steps, out)  # fmt: skip
     return rows
 
 
@@ -222,9 +229,9 @@ def complete_cells(out: Path, prompts: Sequence[ObjectSpec], runs: Sequence[Benc
 
 def write_command(out, run_dir, base_config, steps, prompts, guidances, seeds, views, overrides,
                   jobs=1, reference=DEFAULT_REFERENCE, refine_config=None,
-                  refine_steps=REFINE_STEPS) -> None:  # fmt: skip
+                  refine_steps=REFINE_STEPS, runs_in=None) -> None:  # fmt: skip
     cmd = ["LMCSDS_DEVICE=cpu", "python", "-m", "lmcsds", "bench3d", "--threestudio",
-           str(run_dir), "--config", str(base_config), "--out", str(out), "--steps", str(steps),
+           str(run_dir), "--config", str(base_config), "--out", str(runs_in or out), "--steps", str(steps),
            "--prompts", ";".join(p.caption() for p in prompts), "--seeds",
            ",".join(map(str, seeds)), "--views", str(views)]  # fmt: skip
     if guidances:
@@ -241,6 +248,8 @@ def write_command(out, run_dir, base_config, steps, prompts, guidances, seeds, v
             "--refine-steps",
             str(refine_steps),
         ]
+    if runs_in is not None and runs_in != out:
+        cmd += ["--tables", out.name]
     cmd += list(overrides)
     (out / "COMMAND.md").write_text(
         "Made with:\n\n    "
@@ -307,6 +316,9 @@ def add_arguments(p) -> None:
     p.add_argument("--oracles", action="store_true",
                    help="score the truth and its known failures instead (no training): "
                         "OUT/oracles.md")  # fmt: skip
+    p.add_argument("--tables", default=None,
+                   help="write the tables, figures and COMMAND.md into OUT/TABLES (default: OUT), "
+                        "so that selections of runs sharing OUT keep their own")  # fmt: skip
     p.add_argument("--refine", action="store_true",
                    help="also refine every run as a mesh (Magic3D-style, from its checkpoint) and "
                         "score it as <guidance>-refine")  # fmt: skip
@@ -341,4 +353,4 @@ def run(args) -> None:
     bench3d(Path(args.threestudio), Path(args.config), Path(args.out), steps, prompts,
             guidances, parse_seeds(args.seeds), args.views, args.classifier, args.overrides,
             args.force, args.jobs, args.reference, not args.report_only,
-            Path(args.refine_config) if args.refine else None, args.refine_steps)  # fmt: skip
+            Path(args.refine_config) if args.refine else None, args.refine_steps, args.tables)  # fmt: skip
