@@ -273,3 +273,24 @@ def test_non_finite_steps_counts_each_skipped_step_once(tmp_path):
         text += [f"0.01,{step},,,", f",{step},{loss},{renders},{skipped}"]
     log.write_text("\n".join(text) + "\n")
     assert non_finite_steps(tmp_path) == 4  # steps 2, 4, 6 (NaN and skipped: once) and 7
+
+
+def test_the_mesh_stage_of_an_asset_without_surface_is_its_empty_record(tmp_path):
+    """bench3d --refine: a coarse asset covering no pixel has no surface to convert, so its
+    mesh stage's record is the coarse one at the mesh stage's steps (its cell stays complete);
+    a coarse asset with a surface is refused (it must be refined)."""
+    import json
+
+    from lmcsds.evaluation.bench3d.records import copy_empty_record, run_finished
+
+    coarse, fine = tmp_path / "lmc-sds-w10-s0", tmp_path / "lmc-sds-w10-refine-s0"
+    coarse.mkdir()
+    (coarse / "views.png").write_bytes(b"png")
+    row = {"iou": 0.0, "empty": 1.0, "occupancy_level": float("inf"), "steps": 1600, "wall_s": 9.0}
+    (coarse / "scores.json").write_text(json.dumps(row))
+    out = copy_empty_record(coarse, fine, 400)
+    assert out["iou"] == 0.0 and out["steps"] == 400 and out["wall_s"] == 0.0
+    assert (fine / "views.png").read_bytes() == b"png" and run_finished(fine, 400)
+    (coarse / "scores.json").write_text(json.dumps(dict(row, occupancy_level=4.2, empty=1.0)))
+    with pytest.raises(ValueError, match="refine it"):
+        copy_empty_record(coarse, tmp_path / "other", 400)

@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence, Set, Tuple
 from ...priors.objects3d import ObjectSpec, parse_caption
 from ...priors.objects_data import HELD_OUT
 from ..compare import check_threestudio_dir, in_slots, launch, write_config
-from .records import read_views, run_finished, write_record
+from .records import copy_empty_record, read_views, run_finished, write_record
 from .report import save_renders, view_picks, write_results
 from .runs import (
     BUDGET,
@@ -117,9 +117,12 @@ def bench3d(
                                                         refine_steps)):  # fmt: skip
             return
         level = json.loads((trial / "scores.json").read_text())["occupancy_level"]
-        if not (trial / "ckpts" / "last.ckpt").is_file() or level == float("inf"):
-            print(f"bench3d: {slug(spec)}/{fine.name} not trained: the coarse run "
-                  + ("is empty" if level == float("inf") else "has only its record"))  # fmt: skip
+        if level == float("inf"):  # no surface to convert: the mesh stage is empty too
+            copy_empty_record(trial, out / "runs" / slug(spec) / fine.name, refine_steps)
+            return
+        if not (trial / "ckpts" / "last.ckpt").is_file():
+            print(f"bench3d: {slug(spec)}/{fine.name} not trained: the coarse run has only "
+                  f"its record (no checkpoint to refine from)")  # fmt: skip
             return
         train(job, spec, fine, out / "runs" / slug(spec) / fine.name, refine_steps,
               [f"system.geometry_convert_from={trial / 'ckpts' / 'last.ckpt'}",
@@ -151,6 +154,13 @@ def bench3d(
             done = run.steps or steps
             if not (trial / "scores.json").is_file() and run_finished(trial, done):
                 write_record(trial, spec, truth_of(spec), classifier, done)
+        for name, fine in refined.items():  # mesh stages of coarse assets without surface
+            coarse = out / "runs" / slug(spec) / name / "scores.json"
+            if (coarse.is_file() and not (out / "runs" / slug(spec) / fine.name / "scores.json").is_file()
+                    and json.loads(coarse.read_text()).get("occupancy_level") == float("inf")):  # fmt: skip
+                copy_empty_record(
+                    coarse.parent, out / "runs" / slug(spec) / fine.name, refine_steps
+                )
     in_slots(jobs, train_one, todo)
 
     runs = list(runs) + list(refined.values())

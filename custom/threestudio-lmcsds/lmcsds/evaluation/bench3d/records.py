@@ -4,6 +4,7 @@ benchmark's records can be committed without the checkpoints and renders they we
 from, and the benchmark continued on another machine or re-reported from them."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -55,3 +56,19 @@ def read_views(trial: Path, views: int) -> torch.Tensor:
                          f"{count} (was it recorded with --views {views}?)")  # fmt: skip
     rgb = torch.from_numpy(strip).permute(2, 0, 1)  # (3, H, C W)
     return torch.stack(rgb.chunk(count, dim=-1))
+
+
+def copy_empty_record(coarse: Path, fine: Path, steps: int) -> dict:
+    """The mesh stage of a coarse asset that covers no pixel (occupancy level inf: no surface
+    to convert) is as empty: its record is the coarse one (the same scores and views) at the
+    mesh stage's ``steps``, marked, so that its (prompt, seed) cell stays complete. Wall time
+    0: nothing was trained."""
+    row = json.loads((coarse / SCORES).read_text())
+    if row.get("occupancy_level") != float("inf"):
+        raise ValueError(f"{coarse}: the coarse asset covers pixels (occupancy level "
+                         f"{row.get('occupancy_level')}): refine it")  # fmt: skip
+    row.update(steps=steps, wall_s=0.0, non_finite=0, refined="no: the coarse asset is empty")
+    fine.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(coarse / VIEWS, fine / VIEWS)
+    atomic_write(fine / SCORES, lambda tmp: Path(tmp).write_text(json.dumps(row)))
+    return row
