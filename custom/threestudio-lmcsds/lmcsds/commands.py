@@ -39,6 +39,10 @@ COMMANDS: List[Tuple[str, str, str]] = [
     ("export-fmnist", "lmcsds.training.fashion_mnist", "write Fashion-MNIST images as PNGs"),
     ("asset-density", "lmcsds.evaluation.asset_density",
      "density field of a finished threestudio run on a grid (.npz)"),
+    ("tet-grids", "lmcsds.adapter.tet_grid",
+     "write threestudio's load/tets/<N>_tets.npz DMTet grids (no quartet)"),
+    ("bench-rasterizer", "lmcsds.bench.rasterizer",
+     "CPU rasteriser time per render on DMTet meshes of the refine stage"),
 ]  # fmt: skip
 
 

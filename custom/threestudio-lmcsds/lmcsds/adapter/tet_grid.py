@@ -9,15 +9,16 @@ its main diagonal (Kuhn's split: neighbouring cubes share their faces' diagonals
 is conforming), every tetrahedron with positive volume. N = 128 gives 274,625 vertices and
 1,572,864 tetrahedra (quartet's file for 128: about 277k and 1.5M).
 
-    python -m lmcsds.adapter.tet_grid --out load/tets --resolutions 32 64 128
+    lmcsds tet-grids --out load/tets --resolutions 32 64 128
 """
 
-import argparse
 import itertools
 from pathlib import Path
 from typing import Sequence, Tuple
 
 import numpy as np
+
+from ..commands import module_main
 
 # the cube's corners as bits (x, y, z); each tetrahedron walks from corner 0 to corner 7
 # along one ordering of the three axes
@@ -65,14 +66,20 @@ def write_tet_grids(out: Path, resolutions: Sequence[int] = (32, 64, 128),
     return written
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(p) -> None:
     p.add_argument("--out", default="load/tets", help="folder (threestudio's load/tets)")
-    p.add_argument("--resolutions", type=int, nargs="+", default=[32, 64, 128])
+    p.add_argument("--resolutions", type=int, nargs="+", default=[32, 64, 128],
+                   help="grid resolutions N (even): N / 2 cubes per side")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
-    args = p.parse_args(argv)
+
+
+def run(args) -> None:
     for path in write_tet_grids(Path(args.out), args.resolutions, args.overwrite):
         print(f"tet_grid: wrote {path}")
+
+
+def main(argv=None) -> None:
+    module_main(__doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

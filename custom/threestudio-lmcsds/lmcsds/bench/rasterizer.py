@@ -5,10 +5,9 @@ antialias the mask and the colour) forward and backward, at 64 and 128 px, batch
 Each row is the median of ``--repeats`` timed calls after one warm-up; the last column is
 the time relative to the first row.
 
-    python -m lmcsds.bench.rasterizer --out bench-results/rasterizer.json
+    lmcsds bench-rasterizer --out bench-results/rasterizer.json
 """
 
-import argparse
 import json
 import math
 import statistics
@@ -20,6 +19,7 @@ import torch
 
 from ..adapter import rasterizer as dr
 from ..adapter.tet_grid import write_tet_grids
+from ..commands import module_main
 
 
 def sphere_mesh(resolution: int, folder: Path):
@@ -60,11 +60,12 @@ def render_step(verts: torch.Tensor, tri: torch.Tensor, mvp: torch.Tensor, size:
     out.backward()
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default="bench-results/rasterizer.json")
-    p.add_argument("--repeats", type=int, default=5)
-    args = p.parse_args(argv)
+def add_arguments(p) -> None:
+    p.add_argument("--out", default="bench-results/rasterizer.json", help="results (.json)")
+    p.add_argument("--repeats", type=int, default=5, help="timed calls per row (median)")
+
+
+def run(args) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         meshes = {n: sphere_mesh(n, Path(tmp)) for n in (64, 128)}
@@ -80,7 +81,7 @@ def main(argv=None) -> None:
                     times.append(time.perf_counter() - start)
                 rows.append({"tet_grid": grid, "faces": len(tri), "px": size, "batch": batch,
                              "seconds": statistics.median(times)})  # fmt: skip
-    print(f"| tet grid | faces | px | batch | ms per forward + backward | x first row |")
+    print("| tet grid | faces | px | batch | ms per forward + backward | x first row |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['tet_grid']} | {r['faces']} | {r['px']} | {r['batch']} | "
@@ -88,6 +89,10 @@ def main(argv=None) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"threads": torch.get_num_threads(), "rows": rows}, indent=1))
+
+
+def main(argv=None) -> None:
+    module_main(__doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":
