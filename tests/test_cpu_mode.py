@@ -241,6 +241,30 @@ def test_full_precision_prompt_processor_caches_t5_embeddings(
     assert [p.stat().st_mtime_ns for p in cache] == stamps
 
 
+def test_prompt_cache_files_appear_only_complete(tmp_path, monkeypatch, tiny_if_dir, encode):
+    """Two runs side by side share the cache and skip a prompt whose file exists (threestudio's
+    prepare_text_embeddings), so a file must never be visible while it is being written."""
+    from lmcsds.adapter import prompt_processor
+
+    prompts, cache = ["a hamburger", ""], tmp_path / "cache"
+    cache.mkdir()
+    finals = {cache / f"{prompt_processor.hash_prompt(str(tiny_if_dir), p)}.pt" for p in prompts}
+    seen, save = [], torch.save
+
+    def watching_save(obj, target, *args, **kwargs):
+        seen.append((Path(target), sorted(f.name for f in finals if f.exists())))
+        save(obj, target, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", watching_save)
+    prompt_processor.encode_to_cache(str(tiny_if_dir), prompts, str(cache))
+    assert len(seen) == 2 and not {target for target, _ in seen} & finals
+    assert seen[0][1] == [] and len(seen[1][1]) == 1  # the first file was in place before the 2nd
+    for p, expected in zip(prompts, encode(prompts)):
+        path = cache / f"{prompt_processor.hash_prompt(str(tiny_if_dir), p)}.pt"
+        assert torch.allclose(torch.load(path), expected, atol=1e-5)
+    assert sorted(f.name for f in cache.iterdir()) == sorted(f.name for f in finals)
+
+
 # --- threestudio's launch.py on the CPU ---
 
 

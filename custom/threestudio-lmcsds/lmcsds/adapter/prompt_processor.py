@@ -18,6 +18,7 @@ from threestudio.models.prompt_processors.deepfloyd_prompt_processor import (
     DeepFloydPromptProcessor,
 )
 
+from ..core.atomic import atomic_write
 from ..core.text import encode_prompts
 from .cpu_mode import requested_device
 
@@ -30,7 +31,8 @@ def encode_to_cache(pretrained_model_name_or_path: str, prompts: List[str], cach
     embeddings = encode_prompts(pretrained_model_name_or_path, prompts, device, torch.float32)
     for prompt, embedding in zip(prompts, embeddings):
         name = f"{hash_prompt(pretrained_model_name_or_path, prompt)}.pt"
-        torch.save(embedding, os.path.join(cache_dir, name))
+        # parallel runs share the cache and skip a prompt whose file exists: it appears complete
+        atomic_write(os.path.join(cache_dir, name), lambda tmp, e=embedding: torch.save(e, tmp))
 
 
 def cached_embeddings(pretrained_model_name_or_path: str, prompts: List[str]) -> torch.Tensor:
