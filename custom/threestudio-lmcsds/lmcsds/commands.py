@@ -37,6 +37,8 @@ COMMANDS: List[Tuple[str, str, str]] = [
     ("train-fmnist-classifier", "lmcsds.evaluation.classifier",
      "train the Fashion-MNIST metric classifier"),
     ("export-fmnist", "lmcsds.training.fashion_mnist", "write Fashion-MNIST images as PNGs"),
+    ("train-translator", "lmcsds.evaluation.translation",
+     "the paper's translation network (Sec. 5.2) on objects with exact targets"),
     ("asset-density", "lmcsds.evaluation.asset_density",
      "density field of a finished threestudio run on a grid (.npz)"),
     ("tet-grids", "lmcsds.adapter.tet_grid",
