@@ -198,3 +198,47 @@ def test_trainer_resumes_to_the_same_weights_and_refuses_changed_settings(
     with pytest.raises(ValueError, match="omega"):
         T.train_translator(_tiny(tmp_path / "halves", omega=7.0), task, guidance, resume=True,
                            progress=False)  # fmt: skip
+
+
+def test_comparison_table_means_intervals_and_paired_differences(tmp_path):
+    """Hand-made scores: sds is 0.25 below lmc-sds on every object and seed, so its paired
+    difference is exactly -0.25 with an interval that excludes 0; a tie is not claimed."""
+    import json
+
+    objects = ["a photo of a red cube", "a photo of a red mug", "a photo of a red sphere"]
+    for loss, offset in (("lmc-sds", 0.0), ("sds", -0.25)):
+        for seed in (0, 1):
+            values = lambda j: {m: 0.5 + 0.1 * j + 0.01 * seed + (offset if m == "ssim" else 0)
+                                for m in TR.METRICS}  # noqa: E731  # fmt: skip
+            split = {
+                "rows": 3,
+                **values(0),
+                "objects": {o: values(j) for j, o in enumerate(objects)},
+            }
+            run = tmp_path / f"{loss}-s{seed}"
+            run.mkdir()
+            (run / "scores.json").write_text(json.dumps({s: split for s in TR.EVAL_SPLITS}))
+    text = TR.compare_runs(tmp_path)
+    means, paired = text.split("## heldout-pairs")[0].split("Paired differences")
+    assert "| lmc-sds | 2 | 0.605 [" in means  # mean of 0.5, 0.6, 0.7 (+0, +0.01)
+    (sds,) = [row for row in means.splitlines() if row.startswith("| sds |")]
+    assert sds.strip("| ").split(" | ")[2 + TR.METRICS.index("ssim")].startswith("0.355 [")
+    (line,) = [row for row in paired.splitlines() if row.startswith("| sds |")]
+    cells = line.strip("| ").split(" | ")[1:]
+    for metric, cell in zip(TR.METRICS, cells):
+        if metric == "ssim":
+            assert cell == "**-0.250 [-0.250, -0.250]**"
+        else:  # a tie is not claimed
+            assert cell == "+0.000 [+0.000, +0.000]"
+
+
+def test_evaluate_scores_each_split_and_each_source_object(task):
+    from lmcsds.priors.objects_classifier import load_object_classifier
+
+    scores = TR.evaluate(None, task, load_object_classifier(str(CLASSIFIER)))  # the identity
+    assert scores["heldout-cameras"]["rows"] == len(task.pairs("heldout-cameras"))
+    assert len(scores["heldout-cameras"]["objects"]) == len(task.specs)
+    held_shapes = {shape for shape, _ in TT.HELD_OUT_PAIRS}
+    assert {c.split()[-1] for c in scores["heldout-pairs"]["objects"]} == held_shapes
+    for split in TR.EVAL_SPLITS:
+        assert scores[split]["source_delta_e"] == 0 and scores[split]["target_accuracy"] < 0.1

@@ -109,7 +109,66 @@ def evaluate(net, data, classifier, splits=EVAL_SPLITS, batch: int = 256) -> Dic
         labels = table[data.spec[pairs[:, 0]]]
         result[split] = translation_scores(out, tgt, src, mask, pairs[:, 1], labels, classifier)
         result[split]["rows"] = len(pairs)
+        objects = {}  # per source object: the unit of the comparison's intervals
+        for o in data.spec[pairs[:, 0]].unique().tolist():
+            r = data.spec[pairs[:, 0]] == o
+            objects[data.specs[o].caption()] = translation_scores(
+                out[r], tgt[r], src[r], mask[r], pairs[r, 1], labels[r], classifier
+            )
+        result[split]["objects"] = objects
     return result
+
+
+def compare_runs(root: Path, reference: str = "lmc-sds") -> str:
+    """Markdown tables of every ``<loss>-s<seed>/scores.json`` under ``root``: per split the
+    mean of each metric over source objects and seeds with its 95% interval (two-level
+    bootstrap: objects, then seeds), and each loss minus ``reference`` paired per object and
+    seed; a difference is claimed only where its interval excludes 0."""
+    import re
+
+    from .stats import bootstrap_mean, excludes_zero, paired_groups
+
+    runs = []
+    for path in sorted(root.glob("*-s*/scores.json")):
+        m = re.fullmatch(r"(.+)-s(\d+)", path.parent.name)
+        if m:
+            runs.append((m.group(1), int(m.group(2)), json.loads(path.read_text())))
+    if not runs:
+        raise FileNotFoundError(f"no <loss>-s<seed>/scores.json under {root}")
+    losses = list(dict.fromkeys(loss for loss, _, _ in runs))
+    lines = [f"# Translation networks against exact targets ({root})", ""]
+    for split in EVAL_SPLITS:
+        rows = [dict(prompt=obj, seed=seed, guidance=loss, **values)
+                for loss, seed, scores in runs
+                for obj, values in scores[split]["objects"].items()]  # fmt: skip
+        lines += [f"## {split}", "", "| loss | seeds | " + " | ".join(METRICS) + " |",
+                  "|---" * (len(METRICS) + 2) + "|"]  # fmt: skip
+        for loss in losses:
+            seeds = sorted({seed for lo, seed, _ in runs if lo == loss})
+            cells = []
+            for metric in METRICS:
+                groups: Dict[str, List[float]] = {}
+                for r in rows:
+                    if r["guidance"] == loss:
+                        groups.setdefault(r["prompt"], []).append(r[metric])
+                mean, lo, hi = bootstrap_mean(groups)
+                cells.append(f"{mean:.3f} [{lo:.3f}, {hi:.3f}]")
+            lines.append(f"| {loss} | {len(seeds)} | " + " | ".join(cells) + " |")
+        if reference in losses and len(losses) > 1:
+            lines += ["", f"Paired differences, loss minus {reference} (same object and seed); "
+                      "**bold**: the interval excludes 0.", "",
+                      "| loss | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]  # fmt: skip
+            for loss in losses:
+                if loss == reference:
+                    continue
+                cells = []
+                for metric in METRICS:
+                    mean, lo, hi = bootstrap_mean(paired_groups(rows, metric, loss, reference))
+                    cell = f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+                    cells.append(f"**{cell}**" if excludes_zero(lo, hi) else cell)
+                lines.append(f"| {loss} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def write_scores(scores: Dict[str, dict], out: Path, title: str) -> None:
@@ -156,6 +215,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--resume", action="store_true", help="continue from OUT's checkpoint")
     parser.add_argument("--eval-only", action="store_true", help="score OUT's checkpoint only")
+    parser.add_argument(
+        "--table",
+        action="store_true",
+        help="only tabulate OUT's <loss>-s<seed> runs into OUT/summary.md",
+    )
 
 
 def config_from_args(args: argparse.Namespace):
@@ -173,6 +237,11 @@ def run(args: argparse.Namespace) -> None:
     from ..priors.translation_task import load_or_render_translation
     from ..training.translator import Guidance, load_translator, setup, train_translator
 
+    if args.table:
+        text = compare_runs(Path(args.out))
+        (Path(args.out) / "summary.md").write_text(text)
+        print(text)
+        return
     for path in (args.prior, args.classifier):
         if not Path(path).exists():
             raise SystemExit(f"{path} is missing: run from the repository root or pass it")
