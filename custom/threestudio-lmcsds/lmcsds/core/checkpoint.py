@@ -14,6 +14,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from .atomic import atomic_write
 from .corrective import CorrectiveConfig, CorrectiveUNet
 from .gradients import parse_normalization
+from .spectral_corrective import SpectralCorrective
 
 FORMAT = "lmcsds-corrective"
 FORMAT_VERSION = 1
@@ -134,7 +135,9 @@ def resolve_corrective_path(ref: PathLike, cache_dir: Optional[PathLike] = None)
         ) from e
 
 
-def save_corrective(path: PathLike, model: CorrectiveUNet, meta: CorrectiveMeta) -> None:
+def save_corrective(
+    path: PathLike, model: Union[CorrectiveUNet, SpectralCorrective], meta: CorrectiveMeta
+) -> None:
     """Write atomically: a crash mid-write leaves any previous file at ``path`` intact."""
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta.to_strings()))
@@ -164,7 +167,7 @@ def load_corrective(
     expected_prior_id: Optional[str] = None,
     expected_resolution: Optional[int] = None,
     map_location: Union[str, torch.device] = "cpu",
-) -> "tuple[CorrectiveUNet, CorrectiveMeta]":
+) -> "tuple[Union[CorrectiveUNet, SpectralCorrective], CorrectiveMeta]":
     """Load bhat_psi (local path or hub reference) and check it was trained for this prior and
     resolution."""
     path = resolve_corrective_path(path)
@@ -180,7 +183,11 @@ def load_corrective(
             f"{path}: trained at {meta.resolution}x{meta.resolution}, but the prior works "
             f"at {expected_resolution}x{expected_resolution}"
         )
-    model = CorrectiveUNet(meta.architecture, meta.num_train_timesteps)
+    arch = meta.architecture
+    if arch.kind == "spectral":
+        model = SpectralCorrective.empty(arch.t_bins, meta.resolution, meta.num_train_timesteps)
+    else:
+        model = CorrectiveUNet(arch, meta.num_train_timesteps)
     try:
         state = load_file(str(path), device=str(map_location))
     except (SafetensorError, OSError, ValueError) as e:

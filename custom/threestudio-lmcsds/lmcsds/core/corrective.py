@@ -22,6 +22,14 @@ class CorrectiveConfig:
     # False: the paper's network, tanh(U(z, t)). True: z + U(z, t) with a zero-initialised last
     # layer, i.e. the identity at initialisation (not in the paper; see ``CorrectiveUNet``).
     residual: bool = False
+    # "unet": this file's network; "spectral": the closed-form linear filter of
+    # ``spectral_corrective.py`` with ``t_bins`` timestep bins (the other fields unused)
+    kind: str = "unet"
+    t_bins: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("unet", "spectral"):
+            raise ValueError(f"corrective kind must be 'unet' or 'spectral', got {self.kind!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -149,7 +149,7 @@ def _steps_done(trial: Path) -> int:
 
 
 def _logged_steps(trial: Path) -> int:
-    return sum(1 for _ in _metric_rows(trial))
+    return sum(1 for _ in metric_rows(trial))
 
 
 def launch(
@@ -212,7 +212,7 @@ def in_slots(jobs: int, work, items) -> None:
             f.result()
 
 
-def _metric_rows(trial: Path):
+def metric_rows(trial: Path):
     for path in sorted(trial.glob("csv_logs/version_*/metrics.csv")):
         with open(path) as f:
             for row in csv.DictReader(f):
@@ -223,7 +223,7 @@ def _metric_rows(trial: Path):
 def training_curves(trial: Path) -> Dict[str, List[float]]:
     """step, loss_sds and grad_norm per logged training step (resumed runs: last value wins)."""
     by_step: Dict[int, dict] = {}
-    for row in _metric_rows(trial):
+    for row in metric_rows(trial):
         by_step[int(row["step"])] = row
     steps = sorted(by_step)
     return {

@@ -71,9 +71,8 @@ def translation_scores(
     from ..priors.translation_task import TARGET_COLOURS
 
     out01, tgt01, src01 = [(a.clamp(-1, 1) + 1) / 2 for a in (output, target, source)]
-    logits = {k: torch.cat([v for v in [classifier(output[i : i + 512].clamp(-1, 1))[k]
-                                        for i in range(0, len(output), 512)]])
-              for k in ("shape", "colour", "pattern")}  # fmt: skip
+    chunks = [classifier(output[i : i + 512].clamp(-1, 1)) for i in range(0, len(output), 512)]
+    logits = {k: torch.cat([c[k] for c in chunks]) for k in ("shape", "colour", "pattern")}
     colour_ids = torch.tensor([list(COLOURS).index(c) for c in TARGET_COLOURS])
     true_colour = colour_ids[target_class]
     m = mask[:, 0]

@@ -126,9 +126,9 @@ def load_or_render_translation(
     split: str, views_per_object: int, resolution: int = 32
 ) -> TranslationData:
     """Cached renders for ``split`` (its camera seed), under ``data/objects3d/``."""
-    seed = SPLITS[split] if split in SPLITS else None
-    if seed is None:
+    if split not in SPLITS:
         raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    seed = SPLITS[split]
     path = Path(CACHE_DIR) / f"translation-{resolution}px-{views_per_object}v-seed{seed}.pt"
     if path.exists():
         return TranslationData(**torch.load(path, weights_only=False))

@@ -43,7 +43,7 @@ def _rel_err(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (pred - target).flatten(1).norm(dim=1) / centred.flatten(1).norm(dim=1).clamp_min(1e-8)
 
 
-def _gain(response: torch.Tensor, direction: torch.Tensor) -> float:
+def stability_gain(response: torch.Tensor, direction: torch.Tensor) -> float:
     """<response, direction> / <direction, direction>, pooled over the batch."""
     return ((response * direction).sum() / (direction * direction).sum().clamp_min(1e-12)).item()
 
@@ -99,8 +99,8 @@ def corrective_report(
             "rel_err_mc_identity": _rel_err(G.bhat(z, mc_mean, mode, t), mc_mean).mean().item(),
             "bias_lmc": (g_lmc.flatten(1).norm(dim=1) / spread).mean().item(),
             "bias_identity": (g_identity.flatten(1).norm(dim=1) / spread).mean().item(),
-            "contrast_gain_lmc": _gain(g_lmc, contrast),
-            "contrast_gain_proj": _gain(proj, contrast),
+            "contrast_gain_lmc": stability_gain(g_lmc, contrast),
+            "contrast_gain_proj": stability_gain(proj, contrast),
             "mean_lmc": g_lmc.mean().item(),  # > 0: a descent step darkens the image
             "mean_proj": proj.mean().item(),
         }
@@ -112,8 +112,8 @@ def corrective_report(
             bo = model(zo, t)
             g_lmc_o = torch.stack([G.g_lmc(G.bhat(bo, s, mode, t), s) for s in samples_o]).mean(0)
             proj_o = zo - torch.stack(samples_o).mean(0)
-            row[f"{name}_gain_lmc"] = _gain(g_lmc_o - g_lmc, zo - z)
-            row[f"{name}_gain_proj"] = _gain(proj_o - proj, zo - z)
+            row[f"{name}_gain_lmc"] = stability_gain(g_lmc_o - g_lmc, zo - z)
+            row[f"{name}_gain_proj"] = stability_gain(proj_o - proj, zo - z)
         rows.append(row)
     overall = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0] if k != "t"}
 

@@ -14,7 +14,7 @@ from torch import Tensor
 from ...priors.cameras import VIEWS, rays
 from ...priors.objects3d import ASYMMETRIC, ObjectSpec
 from .. import metrics3d as M3
-from ..compare import _metric_rows
+from ..compare import metric_rows
 from .truth import Truth, occupancy, part_cells, surface_points
 
 EMPTY_AREA = 0.1  # an asset covering less than this share of the object's pixels is empty
@@ -138,7 +138,7 @@ def non_finite_steps(trial: Path) -> int:
     a skipped update: ``train/skipped_steps`` is a running count (and Lightning's CSV log
     repeats a metric's last value on later rows), so a step is skipped where it grows."""
     count, skipped = 0, 0.0
-    for row in _metric_rows(trial):
+    for row in metric_rows(trial):
         now = float(row.get("train/skipped_steps") or 0.0)
         renders = float(row.get("train/non_finite_renders") or 0.0)
         count += (not np.isfinite(float(row["train/loss_sds"]))) or renders != 0.0 or now > skipped

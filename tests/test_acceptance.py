@@ -1,0 +1,113 @@
+"""The corrective acceptance check and the closed-form spectral corrective (its negative control)."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from lmcsds.core import StepConfig, lmc_sds_step, load_corrective
+from lmcsds.core.spectral_corrective import SpectralCorrective
+from lmcsds.training import acceptance as A
+from lmcsds.training.spectral import fit_spectral, save_spectral
+
+from .conftest import ROOT
+
+
+def _blur_filter(res: int, sigma: float) -> torch.Tensor:
+    """The rfft2 transfer function of a circular Gaussian blur, (res, res // 2 + 1)."""
+    fy = torch.fft.fftfreq(res)[:, None]
+    fx = torch.fft.rfftfreq(res)[None, :]
+    return torch.exp(-2 * (torch.pi * sigma) ** 2 * (fx**2 + fy**2))
+
+
+def test_spectral_fit_recovers_a_known_linear_filter():
+    """Triplets made by a known filter (a blur for t < 500, a colour mix for t >= 500) plus
+    noise: the least-squares filters reproduce it on new images."""
+    res, T = 16, 1000
+    blur = _blur_filter(res, 1.5).to(torch.complex64)
+    mix = torch.tensor([[0.2, 0.7, 0.1], [0.5, 0.5, 0.0], [0.0, 0.3, 0.6]])
+
+    def truth(z, t):
+        blurred = torch.fft.irfft2(torch.fft.rfft2(z) * blur, s=(res, res))
+        mixed = torch.einsum("ij,bjhw->bihw", mix, z)
+        return torch.where((t < 500).view(-1, 1, 1, 1), blurred, mixed)
+
+    gen = torch.Generator().manual_seed(0)
+
+    def batches(n):
+        for _ in range(n):
+            z = torch.randn(64, 3, res, res, generator=gen)
+            t = torch.randint(0, T, (64,), generator=gen)
+            yield z, truth(z, t) + 0.05 * torch.randn(z.shape, generator=gen), t
+
+    model = fit_spectral(batches(40), T, bins=10, smooth_bins=0.3)
+    z, _, t = next(batches(1))
+    t = torch.where(t // 100 == 4, t - 100, t)  # keep away from the blur/mix boundary bins
+    t = torch.where(t // 100 == 5, t + 100, t)
+    expected = truth(z, t)
+    err = (model(z, t) - expected).norm() / expected.norm()
+    assert err < 0.05
+
+
+def test_spectral_corrective_loads_as_a_corrective_and_drives_the_step(tmp_path, tiny_prior):
+    res, T = tiny_prior.resolution, tiny_prior.num_train_timesteps
+    gen = torch.Generator().manual_seed(1)
+    filters = torch.randn(5, res, res // 2 + 1, 3, 3, generator=gen, dtype=torch.complex64)
+    model = SpectralCorrective(filters, T)
+    path = tmp_path / "spectral.safetensors"
+    save_spectral(str(path), model, tiny_prior, "global<700")
+    loaded, meta = load_corrective(path, tiny_prior.prior_id, res)
+    assert meta.architecture.kind == "spectral" and meta.normalization == "global<700"
+    z = torch.randn(4, 3, res, res, generator=gen)
+    t = torch.tensor([0, 250, 600, T - 1])
+    assert torch.equal(loaded(z, t), model(z, t))
+    emb = torch.zeros(4, 77, tiny_prior.unet.config.encoder_hid_dim)
+    out = lmc_sds_step(tiny_prior, loaded, z, t, emb, emb, torch.randn(z.shape, generator=gen),
+                       StepConfig(loss_type="lmc-sds", normalization="none"))  # fmt: skip
+    b = model(z, t)
+    assert torch.allclose(out.bhat, b) and torch.allclose(out.g_second, b - out.zhat)
+
+
+def test_traces_of_a_stable_run_pass_and_of_runaways_fail_with_their_reason():
+    n, limits = 100, A.Limits()
+    steady = A.trace_summary([5.0] * n, [20.0] * n, 0)
+    assert steady["ratio"] == 0.25 and steady["growth"] == 1.0
+    assert A.run_reasons(steady, limits, "steady") == []
+    geometric = [4.0 * 1.1**i for i in range(n)]  # the spectral corrective's red cube
+    reasons = A.run_reasons(A.trace_summary(geometric, [20.0] * n, 0), limits, "geo")
+    assert any("grew" in r for r in reasons) and any("g_cond" in r for r in reasons)
+    dominated = A.trace_summary([400.0] * n, [20.0] * n, 0)  # no growth, but 20x g_cond
+    assert [r for r in A.run_reasons(dominated, limits, "d") if "g_cond" in r]
+    assert not [r for r in A.run_reasons(dominated, limits, "d") if "grew" in r]
+    assert "skipped" in A.run_reasons(A.trace_summary([5.0] * n, [20.0] * n, 3), limits, "s")[0]
+    assert "too few" in A.run_reasons(A.trace_summary([5.0] * 3, [20.0] * 3, 0), limits, "f")[0]
+    assert A.verdict([], []) == "pass" and A.verdict([], ["w"]) == "warn"
+    assert A.verdict(["f"], ["w"]) == "fail"
+
+
+@pytest.mark.threestudio
+def test_check_passes_the_bundled_corrective_and_fails_an_amplifier(tmp_path):
+    """Through launch.py: the bundled objects corrective passes; a corrective returning 30 z
+    (no Eq. 10 normalisation) makes g_lmc dominate g_cond, and the check says so."""
+    from lmcsds.evaluation.check_corrective import check
+
+    from .test_cpu_mode import CPU_CONFIG, _run_dir
+
+    run = _run_dir(tmp_path)
+    tiny = ["data.n_val_views=1", "data.n_test_views=4", "data.eval_height=32",
+            "data.eval_width=32", "system.renderer.num_samples_per_ray=16"]  # fmt: skip
+    prompts = ["a photo of a red cube"]
+    bundled = ROOT / "load" / "lmcsds" / "correctives" / "objects-if-32.safetensors"
+    good = check(run, CPU_CONFIG, str(bundled), tmp_path / "good", prompts, steps=30,
+                 overrides=tiny)  # fmt: skip
+    assert good["verdict"] == "pass", good["failures"]
+    assert good["runs"][0]["steps"] == 30 and (tmp_path / "good" / "norms.png").is_file()
+
+    prior = SimpleNamespace(prior_id="objects-if-32", resolution=32, num_train_timesteps=1000)
+    eye = 30 * torch.eye(3, dtype=torch.complex64).expand(2, 32, 17, 3, 3)
+    amplifier = tmp_path / "amplifier.safetensors"
+    save_spectral(str(amplifier), SpectralCorrective(eye.clone(), 1000), prior, "none")
+    bad = check(run, CPU_CONFIG, str(amplifier), tmp_path / "bad", prompts, steps=30,
+                overrides=tiny)  # fmt: skip
+    assert bad["verdict"] == "fail" and "g_cond" in bad["failures"][0]
+    assert "**fail**" in (tmp_path / "bad" / "check.md").read_text()
