@@ -81,6 +81,9 @@ def test_traces_of_a_stable_run_pass_and_of_runaways_fail_with_their_reason():
     assert not [r for r in A.run_reasons(dominated, limits, "d") if "grew" in r]
     assert "skipped" in A.run_reasons(A.trace_summary([5.0] * n, [20.0] * n, 3), limits, "s")[0]
     assert "too few" in A.run_reasons(A.trace_summary([5.0] * 3, [20.0] * 3, 0), limits, "f")[0]
+    leaning = A.trace_summary([30.0] * n, [20.0] * n, 0)  # g_lmc 1.5x g_cond: warn, no fail
+    assert A.run_reasons(leaning, limits, "l") == [] and A.run_warnings(leaning, limits, "l")
+    assert A.run_warnings(steady, limits, "s") == [] and not A.run_warnings(dominated, limits, "d")
     assert A.verdict([], []) == "pass" and A.verdict([], ["w"]) == "warn"
     assert A.verdict(["f"], ["w"]) == "fail"
 
@@ -102,6 +105,12 @@ def test_check_passes_the_bundled_corrective_and_fails_an_amplifier(tmp_path):
                  overrides=tiny)  # fmt: skip
     assert good["verdict"] == "pass", good["failures"]
     assert good["runs"][0]["steps"] == 30 and (tmp_path / "good" / "norms.png").is_file()
+    # stricter limits re-judge the finished run without training it again
+    log = tmp_path / "good" / "a-photo-of-a-red-cube.log"
+    stamp = log.stat().st_mtime_ns
+    strict = check(run, CPU_CONFIG, str(bundled), tmp_path / "good", prompts, steps=30,
+                   limits=A.Limits(ratio_limit=1e-3, warn_ratio=1e-4), overrides=tiny)  # fmt: skip
+    assert strict["verdict"] == "fail" and log.stat().st_mtime_ns == stamp
 
     prior = SimpleNamespace(prior_id="objects-if-32", resolution=32, num_train_timesteps=1000)
     eye = 30 * torch.eye(3, dtype=torch.complex64).expand(2, 32, 17, 3, 3)

@@ -185,6 +185,17 @@ def cmd_train(args) -> None:
             args.empty_embedding = str(out / "empty_embedding.pt")
         cmd_report(args)
         write_model_card(final, cfg, data, Path(args.report_out))
+    if args.check_threestudio:
+        from .evaluation.check_corrective import run as run_check
+        from .training.acceptance import DEFAULT_PROMPTS, Limits
+
+        run_check(argparse.Namespace(
+            corrective=str(final), threestudio=args.check_threestudio, config=args.check_config,
+            out=str(out / "check"), prompts=";".join(DEFAULT_PROMPTS), steps=150, seed=0,
+            omega=10.0, ratio_limit=Limits.ratio_limit, growth_limit=Limits.growth_limit,
+            warn_ratio=Limits.warn_ratio,
+            images=args.val_images, overrides=[], force=True,
+        ))  # fmt: skip
 
 
 def cmd_report(args) -> None:
@@ -302,6 +313,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--mc-samples", type=int, default=8,
                    help="prior passes per image and t for the Monte-Carlo E[zhat_t]")  # fmt: skip
     t.add_argument("--report-out", default=None, help="report folder (default: OUT/report)")
+    t.add_argument(
+        "--check-threestudio",
+        default=None,
+        help="threestudio folder: run check-corrective on the result (OUT/check)",
+    )
+    t.add_argument("--check-config", default="configs/lmcsds-dreamfusion-cpu.yaml",
+                   help="base config of the check's short 3D runs")  # fmt: skip
     t.set_defaults(func=cmd_train)
 
     r = add_subcommand(sub, "report-corrective", "evaluate a corrective on held-out photos")

@@ -4,7 +4,7 @@ Trains one short LMC-SDS run per prompt through threestudio's own ``launch.py`` 
 config with only the guidance's ``loss_type``, weight and ``corrective_path`` set) and judges
 each from its logged guidance norms (``training/acceptance.py``): a corrective whose g_lmc
 outgrows g_cond, grows geometrically, or makes steps non-finite fails. With ``--images``, it
-also measures the stability gains of E[g_lmc] at out-of-range images (warnings only).
+also measures the stability gains of E[g_lmc] at out-of-range images (reported, not judged).
 
     LMCSDS_DEVICE=cpu python -m lmcsds check-corrective --threestudio build/threestudio \\
         --config configs/lmcsds-dreamfusion-cpu.yaml \\
@@ -32,6 +32,7 @@ from .compare import (  # noqa: E402
     check_threestudio_dir,
     launch,
     metric_rows,
+    steps_done,
     write_config,
 )
 
@@ -47,6 +48,21 @@ def guidance_traces(trial: Path) -> dict:
     }
 
 
+def reusable(
+    trial: Path, prompt: str, seed: int, steps: int, corrective: str, omega: float
+) -> bool:
+    """Whether ``trial`` holds a finished run of this prompt, seed, corrective and weight."""
+    from omegaconf import OmegaConf
+
+    parsed = trial / "configs" / "parsed.yaml"
+    if not parsed.is_file() or steps_done(trial) < steps:
+        return False
+    cfg = OmegaConf.load(parsed)
+    g = cfg.system.guidance
+    return (cfg.system.prompt_processor.prompt, cfg.seed, str(g.corrective_path),
+            float(g.guidance_scale)) == (prompt, seed, corrective, float(omega))  # fmt: skip
+
+
 def slug(prompt: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in prompt.lower()).strip("-")
 
@@ -54,8 +70,11 @@ def slug(prompt: str) -> str:
 def check(
     run_dir: Path, base_config: Path, corrective: str, out: Path, prompts: List[str],
     steps: int = 150, seed: int = 0, omega: float = 10.0, limits: A.Limits = A.Limits(),
-    images: Optional[str] = None, overrides: List[str] = (),
+    images: Optional[str] = None, overrides: List[str] = (), force: bool = False,
 ) -> dict:  # fmt: skip
+    """Short runs into ``out/runs/check/<prompt>``, judged; a finished run of the same prompt,
+    seed, corrective and weight is reused (``force``: retrain), so changing only the limits
+    re-judges without training."""
     from omegaconf import OmegaConf
 
     run_dir, out = check_threestudio_dir(run_dir), out.resolve()  # launch.py runs in run_dir
@@ -65,21 +84,22 @@ def check(
     guidance.update(loss_type="lmc-sds", guidance_scale=float(omega), corrective_path=corrective)
     spec = RunSpec("check", base.system.guidance_type, guidance)
     config = write_config(base_config, spec, out / "config.yaml")
-    runs, failures = [], []
+    runs, failures, warnings = [], [], []
     for prompt in prompts:
         trial = out / "runs" / "check" / slug(prompt)
-        launch(run_dir, config, [
-            f"exp_root_dir={out / 'runs'}", "name=check", f"tag={slug(prompt)}",
-            "use_timestamp=false", f"seed={seed}", f"trainer.max_steps={steps}",
-            f"system.prompt_processor.prompt={prompt}", *overrides,
-        ], out / f"{slug(prompt)}.log", steps, slug(prompt), trial)  # fmt: skip
+        if force or not reusable(trial, prompt, seed, steps, corrective, omega):
+            launch(run_dir, config, [
+                f"exp_root_dir={out / 'runs'}", "name=check", f"tag={slug(prompt)}",
+                "use_timestamp=false", f"seed={seed}", f"trainer.max_steps={steps}",
+                f"system.prompt_processor.prompt={prompt}", *overrides,
+            ], out / f"{slug(prompt)}.log", steps, slug(prompt), trial)  # fmt: skip
         traces = guidance_traces(trial)
         row = dict(prompt=prompt, **A.trace_summary(traces["g_lmc"], traces["g_cond"],
                                                     traces["skipped"]))  # fmt: skip
         failures += A.run_reasons(row, limits, f"'{prompt}'")
+        warnings += A.run_warnings(row, limits, f"'{prompt}'")
         runs.append(dict(row, traces=traces))
     gains = offline_gains(corrective, base, images) if images else []
-    warnings = A.gain_warnings(gains)
     result = {
         "verdict": A.verdict(failures, warnings),
         "failures": failures,
@@ -131,11 +151,19 @@ def markdown(result: dict) -> str:
                      f"{r['peak_g_lmc']:.3g} | {r['skipped']:.0f} |")  # fmt: skip
     lim = result["limits"]
     lines += ["", f"Fails above a ratio of {lim['ratio_limit']:g} or a growth of "
-              f"{lim['growth_limit']:g}, or on any skipped step.", ""]  # fmt: skip
+              f"{lim['growth_limit']:g}, or on any skipped step; warns above a ratio of "
+              f"{lim['warn_ratio']:g}.", ""]  # fmt: skip
     lines += [f"- **fail**: {r}" for r in result["failures"]]
     lines += [f"- warn: {w}" for w in result["warnings"]]
     if result["gains"]:
-        lines += ["", "| out-of-range case | t | stability gain of E[g_lmc] |", "|---|---|---|"]
+        lines += [
+            "",
+            "Stability gains of E[g_lmc] at out-of-range images (positive: "
+            "restoring; reported, not judged):",
+            "",
+            "| out-of-range case | t | stability gain of E[g_lmc] |",
+            "|---|---|---|",
+        ]
         lines += [f"| {g['case']} | {g['t']} | {g['gain']:+.3f} |" for g in result["gains"]]
     lines += ["", "![norms](norms.png)", ""]
     return "\n".join(lines)
@@ -179,10 +207,14 @@ def add_arguments(p) -> None:
         help="fail: ||g_lmc|| growth from a run's second quarter to its last above",
     )
     p.add_argument(
-        "--images",
-        default=None,
-        help="held-out photos: also measure out-of-range stability gains (warnings)",
+        "--warn-ratio",
+        type=float,
+        default=A.Limits.warn_ratio,
+        help="warn: median ||g_lmc|| / ||g_cond|| over a run's second half above",
     )
+    p.add_argument("--images", default=None,
+                   help="held-out photos: also report out-of-range stability gains")  # fmt: skip
+    p.add_argument("--force", action="store_true", help="retrain runs that could be reused")
     p.add_argument("overrides", nargs="*", help="extra threestudio overrides, key=value")  # fmt: skip
 
 
@@ -195,9 +227,9 @@ def run(args) -> None:
         raise SystemExit(f"--config {args.config}: no such file (here or under {run_dir})")
     out = Path(args.out or Path(args.corrective).with_suffix("").as_posix() + "-check")
     prompts = [p.strip() for p in args.prompts.split(";") if p.strip()]
-    limits = A.Limits(args.ratio_limit, args.growth_limit)
+    limits = A.Limits(args.ratio_limit, args.growth_limit, args.warn_ratio)
     result = check(run_dir, config, args.corrective, out, prompts, args.steps, args.seed,
-                   args.omega, limits, args.images, args.overrides)  # fmt: skip
+                   args.omega, limits, args.images, args.overrides, args.force)  # fmt: skip
     print(f"check: {result['verdict']} ({out / 'check.md'})")
     for line in result["failures"] + result["warnings"]:
         print(f"  {line}")

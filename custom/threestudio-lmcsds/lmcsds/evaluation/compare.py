@@ -141,7 +141,7 @@ def write_config(base_config: Path, spec: RunSpec, out: Path) -> Path:
     return out
 
 
-def _steps_done(trial: Path) -> int:
+def steps_done(trial: Path) -> int:
     ckpt = trial / "ckpts" / "last.ckpt"
     if not ckpt.is_file():
         return 0
@@ -483,7 +483,7 @@ def compare(
 
             density_field(trial_of(spec), 64)
 
-    todo = [(s,) for s in specs if force or _steps_done(trial_of(s)) < steps]
+    todo = [(s,) for s in specs if force or steps_done(trial_of(s)) < steps]
     # the built-in works at 64 px, where a step costs the most: start it first
     todo.sort(key=lambda item: item[0].guidance_type != BUILTIN_GUIDANCE)
     for spec in specs:

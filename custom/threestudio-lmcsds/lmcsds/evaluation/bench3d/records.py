@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ...core.atomic import atomic_write
-from ..compare import _steps_done
+from ..compare import steps_done
 from .report import view_picks
 from .scoring import final_test_views, non_finite_steps, score_run
 
@@ -23,7 +23,7 @@ def run_finished(trial: Path, steps: int) -> bool:
     record = trial / SCORES
     if record.is_file() and json.loads(record.read_text()).get("steps") == steps:
         return True
-    return _steps_done(trial) >= steps
+    return steps_done(trial) >= steps
 
 
 def write_record(trial: Path, spec, truth, classifier, steps: int) -> dict:
