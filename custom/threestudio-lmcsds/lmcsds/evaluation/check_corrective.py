@@ -121,13 +121,15 @@ def check(
 
 def offline_gains(corrective: str, base, images: str, count: int = 16) -> List[dict]:
     """The out-of-range stability gains on ``count`` crops of the photos in ``images``."""
+    import torch
+
     from ..core.checkpoint import load_corrective
     from ..core.prior import IFPrior
     from ..core.text import encode_prompts
     from ..training.images import CropSampler, scan_images
 
     name = base.system.guidance.pretrained_model_name_or_path
-    device = "cuda" if __import__("torch").cuda.is_available() else "cpu"
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     prior = IFPrior.from_pretrained(name, device=device, half_precision=device == "cuda")
     net, meta = load_corrective(corrective, prior.prior_id, prior.resolution, device)
     z = CropSampler(scan_images(images, 0).usable, prior.resolution, seed=1).batch(0, count)
