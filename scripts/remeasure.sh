@@ -11,26 +11,13 @@
 # `make setup` first (the venv and build/threestudio).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-SRC=$ROOT/build/remeasure-src
 OUT=${OUT:-$ROOT/docs/results/bench3d-full}
-[ -x "$ROOT/.venv/bin/python" ] || { echo "remeasure.sh: run make setup first" >&2; exit 1; }
-
-rm -rf "$SRC"
-git -C "$ROOT" worktree prune
-git -C "$ROOT" worktree add --detach -f "$SRC" HEAD >/dev/null
-echo "remeasure.sh: code frozen at $(git -C "$SRC" log --oneline -1)"
-# a threestudio run folder whose extension, configs and load/lmcsds are the frozen copy's
-RUN=$SRC/build/threestudio
-mkdir -p "$RUN"
-cp -a "$ROOT/build/threestudio/." "$RUN/"
-ln -sfn "$SRC/custom/threestudio-lmcsds" "$RUN/custom/threestudio-lmcsds"
-ln -sfn "$SRC/load/lmcsds" "$RUN/load/lmcsds"
-for cfg in "$SRC"/configs/*.yaml; do ln -sfn "$cfg" "$RUN/configs/$(basename "$cfg")"; done
+SRC=$ROOT/build/remeasure-src
+. "$ROOT/scripts/frozen-worktree.sh"
 
 cd "$SRC"
-export PYTHONPATH=$SRC/custom/threestudio-lmcsds LMCSDS_DEVICE=cpu
 for guidances in supervised,sds-w21,lmc-sds-w10 ""; do
-    "$ROOT/.venv/bin/python" -m lmcsds bench3d --threestudio "$RUN" \
+    "$PY" -m lmcsds bench3d --threestudio "$RUN" \
         --config configs/lmcsds-dreamfusion-cpu.yaml --out "$OUT" --seeds 3 --jobs 2 \
         ${guidances:+--guidances $guidances}
 done
