@@ -88,6 +88,25 @@ def test_traces_of_a_stable_run_pass_and_of_runaways_fail_with_their_reason():
     assert A.verdict(["f"], ["w"]) == "fail"
 
 
+def test_an_emptied_scene_is_found_from_the_sparsity_loss():
+    """threestudio's sparsity loss is mean(sqrt(opacity^2 + 0.01)): 0.1 for an empty scene."""
+    sparsity = lambda o: (torch.as_tensor(o) ** 2 + 0.01).sqrt().mean().item()  # noqa: E731
+    blob = torch.zeros(32, 32)
+    blob[8:24, 8:24] = 0.9  # a quarter of the render covered
+    empty = torch.zeros(32, 32)
+    three_pixels = torch.zeros(32, 32).flatten()
+    three_pixels[:3] = 1.0
+    trace = [sparsity(blob)] * 10 + [sparsity(empty)] * 30
+    assert A.emptied_at(trace) == 10
+    assert A.emptied_at([sparsity(blob)] * 40) is None
+    assert A.emptied_at([sparsity(three_pixels)] * 40) is None  # three opaque pixels are an object
+    # emptied for a while, then regrown: not empty at the end
+    assert A.emptied_at([sparsity(empty)] * 20 + [sparsity(blob)] * 20) is None
+    assert A.emptied_at([]) is None
+    row = A.trace_summary([5.0] * 40, [20.0] * 40, 0, trace)
+    assert row["emptied_at"] == 10 and A.run_reasons(row, A.Limits(), "e") == []
+
+
 @pytest.mark.threestudio
 def test_check_passes_the_bundled_corrective_and_fails_an_amplifier(tmp_path):
     """Through launch.py: the bundled objects corrective passes; a corrective returning 30 z
@@ -105,6 +124,11 @@ def test_check_passes_the_bundled_corrective_and_fails_an_amplifier(tmp_path):
                  overrides=tiny)  # fmt: skip
     assert good["verdict"] == "pass", good["failures"]
     assert good["runs"][0]["steps"] == 30 and (tmp_path / "good" / "norms.png").is_file()
+    # a run whose scene emptied is followed by the same prompt at the next seed, up to 2 times
+    runs = good["runs"]
+    assert [r["seed"] for r in runs] == list(range(len(runs))) and len(runs) <= 3
+    assert all(r["emptied_at"] is not None for r in runs[:-1])
+    assert (runs[-1]["emptied_at"] is None) == (len(good["warnings"]) == 0)
     # stricter limits re-judge the finished run without training it again
     log = tmp_path / "good" / "a-photo-of-a-red-cube.log"
     stamp = log.stat().st_mtime_ns

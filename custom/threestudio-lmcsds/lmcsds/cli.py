@@ -193,7 +193,7 @@ def cmd_train(args) -> None:
             corrective=str(final), threestudio=args.check_threestudio, config=args.check_config,
             out=str(out / "check"), prompts=";".join(DEFAULT_PROMPTS), steps=150, seed=0,
             omega=10.0, ratio_limit=Limits.ratio_limit, growth_limit=Limits.growth_limit,
-            warn_ratio=Limits.warn_ratio,
+            warn_ratio=Limits.warn_ratio, reseeds=Limits.reseeds,
             images=args.val_images, overrides=[], force=True,
         ))  # fmt: skip
 

@@ -38,13 +38,17 @@ from .compare import (  # noqa: E402
 
 
 def guidance_traces(trial: Path) -> dict:
-    """Per logged step: ||g_lmc||, ||g_cond|| and the running count of skipped steps."""
+    """Per logged step: ||g_lmc||, ||g_cond||, the sparsity loss, and the running count of
+    skipped steps."""
     by_step = {int(r["step"]): r for r in metric_rows(trial) if r.get("train/g_lmc_norm")}
     rows = [by_step[s] for s in sorted(by_step)]
+    sparsity = {int(r["step"]): float(r["train/loss_sparsity"])
+                for r in metric_rows(trial, "train/loss_sparsity")}  # fmt: skip
     return {
         "g_lmc": [float(r["train/g_lmc_norm"]) for r in rows],
         "g_cond": [float(r["train/g_cond_norm"]) for r in rows],
         "skipped": max([float(r.get("train/skipped_steps") or 0) for r in rows], default=0.0),
+        "sparsity": [sparsity[s] for s in sorted(sparsity)],
     }
 
 
@@ -86,19 +90,27 @@ def check(
     config = write_config(base_config, spec, out / "config.yaml")
     runs, failures, warnings = [], [], []
     for prompt in prompts:
-        trial = out / "runs" / "check" / slug(prompt)
-        if force or not reusable(trial, prompt, seed, steps, corrective, omega):
-            launch(run_dir, config, [
-                f"exp_root_dir={out / 'runs'}", "name=check", f"tag={slug(prompt)}",
-                "use_timestamp=false", f"seed={seed}", f"trainer.max_steps={steps}",
-                f"system.prompt_processor.prompt={prompt}", *overrides,
-            ], out / f"{slug(prompt)}.log", steps, slug(prompt), trial)  # fmt: skip
-        traces = guidance_traces(trial)
-        row = dict(prompt=prompt, **A.trace_summary(traces["g_lmc"], traces["g_cond"],
-                                                    traces["skipped"]))  # fmt: skip
-        failures += A.run_reasons(row, limits, f"'{prompt}'")
-        warnings += A.run_warnings(row, limits, f"'{prompt}'")
-        runs.append(dict(row, traces=traces))
+        for attempt in range(limits.reseeds + 1):
+            run_seed = seed + attempt
+            name = slug(prompt) if attempt == 0 else f"{slug(prompt)}-s{run_seed}"
+            trial = out / "runs" / "check" / name
+            if force or not reusable(trial, prompt, run_seed, steps, corrective, omega):
+                launch(run_dir, config, [
+                    f"exp_root_dir={out / 'runs'}", "name=check", f"tag={name}",
+                    "use_timestamp=false", f"seed={run_seed}", f"trainer.max_steps={steps}",
+                    f"system.prompt_processor.prompt={prompt}", *overrides,
+                ], out / f"{name}.log", steps, name, trial)  # fmt: skip
+            traces = guidance_traces(trial)
+            row = dict(prompt=prompt, seed=run_seed, **A.trace_summary(**traces))
+            label = f"'{prompt}'" + (f" (seed {run_seed})" if attempt else "")
+            failures += A.run_reasons(row, limits, label)
+            warnings += A.run_warnings(row, limits, label)
+            runs.append(dict(row, traces=traces))
+            if row["emptied_at"] is None or A.run_reasons(row, limits, label):
+                break
+        else:
+            warnings.append(f"'{prompt}': the scene emptied at seeds {seed}-{run_seed}, so the "
+                            f"corrective was not tested on it")  # fmt: skip
     gains = offline_gains(corrective, base, images) if images else []
     result = {
         "verdict": A.verdict(failures, warnings),
@@ -144,17 +156,20 @@ def markdown(result: dict) -> str:
         f"`{result['corrective']}`, LMC-SDS omega {result['omega']:g}, {result['steps']} steps, "
         f"seed {result['seed']}, base config `{result['config']}`.",
         "",
-        "| prompt | steps logged | median g_lmc / g_cond (2nd half) | g_lmc growth | peak g_lmc "
-        "| skipped steps |",
-        "|---|---|---|---|---|---|",
+        "| prompt | seed | steps logged | median g_lmc / g_cond (2nd half) | g_lmc growth | "
+        "peak g_lmc | skipped steps | emptied from step |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in result["runs"]:
-        lines.append(f"| {r['prompt']} | {r['steps']} | {r['ratio']:.3g} | {r['growth']:.3g} | "
-                     f"{r['peak_g_lmc']:.3g} | {r['skipped']:.0f} |")  # fmt: skip
+        empty = "-" if r.get("emptied_at") is None else r["emptied_at"]
+        lines.append(f"| {r['prompt']} | {r.get('seed', result['seed'])} | {r['steps']} | "
+                     f"{r['ratio']:.3g} | {r['growth']:.3g} | {r['peak_g_lmc']:.3g} | "
+                     f"{r['skipped']:.0f} | {empty} |")  # fmt: skip
     lim = result["limits"]
     lines += ["", f"Fails above a ratio of {lim['ratio_limit']:g} or a growth of "
               f"{lim['growth_limit']:g}, or on any skipped step; warns above a ratio of "
-              f"{lim['warn_ratio']:g}.", ""]  # fmt: skip
+              f"{lim['warn_ratio']:g}. A run whose scene emptied (sparsity loss at its floor) "
+              f"is tried again at the next seed, up to {lim.get('reseeds', 0)} times.", ""]  # fmt: skip
     lines += [f"- **fail**: {r}" for r in result["failures"]]
     lines += [f"- warn: {w}" for w in result["warnings"]]
     if result["gains"]:
@@ -175,7 +190,9 @@ def plot_norms(runs: List[dict], path: Path, limits: A.Limits) -> None:
     fig, ax = plt.subplots(figsize=(7, 3.5))
     for r in runs:
         g, c = r["traces"]["g_lmc"], r["traces"]["g_cond"]
-        ax.semilogy([a / max(b, 1e-12) for a, b in zip(g, c)], label=r["prompt"], lw=0.8)
+        label = r["prompt"] + (f" (seed {r['seed']})" if r.get("seed", 0) else "")
+        label += ", emptied" if r.get("emptied_at") is not None else ""
+        ax.semilogy([a / max(b, 1e-12) for a, b in zip(g, c)], label=label, lw=0.8)
     ax.axhline(limits.ratio_limit, color="k", ls="--", lw=0.8, label="fail above (median)")
     ax.set_xlabel("logged step")
     ax.set_ylabel("||g_lmc|| / ||g_cond||")
@@ -214,6 +231,8 @@ def add_arguments(p) -> None:
         default=A.Limits.warn_ratio,
         help="warn: median ||g_lmc|| / ||g_cond|| over a run's second half above",
     )
+    p.add_argument("--reseeds", type=int, default=A.Limits.reseeds,
+                   help="a prompt whose scene emptied is run again at up to this many next seeds")  # fmt: skip
     p.add_argument("--images", default=None,
                    help="held-out photos: also report out-of-range stability gains")  # fmt: skip
     p.add_argument("--force", action="store_true", help="retrain runs that could be reused")
@@ -229,7 +248,7 @@ def run(args) -> None:
         raise SystemExit(f"--config {args.config}: no such file (here or under {run_dir})")
     out = Path(args.out or Path(args.corrective).with_suffix("").as_posix() + "-check")
     prompts = [p.strip() for p in args.prompts.split(";") if p.strip()]
-    limits = A.Limits(args.ratio_limit, args.growth_limit, args.warn_ratio)
+    limits = A.Limits(args.ratio_limit, args.growth_limit, args.warn_ratio, args.reseeds)
     result = check(run_dir, config, args.corrective, out, prompts, args.steps, args.seed,
                    args.omega, limits, args.images, args.overrides, args.force)  # fmt: skip
     print(f"check: {result['verdict']} ({out / 'check.md'})")

@@ -212,11 +212,12 @@ def in_slots(jobs: int, work, items) -> None:
             f.result()
 
 
-def metric_rows(trial: Path):
+def metric_rows(trial: Path, key: str = "train/loss_sds"):
+    """The rows of a trial's CSV logs in which ``key`` was logged."""
     for path in sorted(trial.glob("csv_logs/version_*/metrics.csv")):
         with open(path) as f:
             for row in csv.DictReader(f):
-                if row.get("train/loss_sds"):
+                if row.get(key):
                     yield row
 
 

@@ -14,6 +14,11 @@ per-step guidance norms:
 
 A run whose ||g_lmc|| / ||g_cond|| lies between ``warn_ratio`` and ``ratio_limit`` warns.
 
+A run whose scene **emptied** (threestudio's sparsity loss at its floor: every opacity ~0)
+tested nothing: the bundled corrective, and SDS alike, empty the red cube at some seeds within
+ten steps. The check then runs that prompt again at the next seeds (``reseeds``) and judges
+every attempt; a prompt that empties at all of them warns.
+
 A second, threestudio-free probe measures the stability gains of E[g_lmc] (as in the report:
 positive means a descent step shrinks the perturbation) at images pushed past [-1, 1] in
 contrast and brightness, and at their flat mean colour. It is reported, not judged: the
@@ -22,7 +27,7 @@ bundled corrective, which works in 3D, has negative gains there at t 900
 """
 
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -60,6 +65,12 @@ class Limits:
     ratio_limit: float = 10.0
     growth_limit: float = 10.0
     warn_ratio: float = 1.0  # warn: g_lmc outweighs g_cond over most of the second half
+    reseeds: int = 2  # an emptied run is tried again at up to this many next seeds
+
+
+# threestudio's sparsity loss is mean(sqrt(opacity^2 + 0.01)): 0.1 when every opacity is 0, and
+# 0.1027 when three pixels of a 32 x 32 render are opaque
+EMPTY_SPARSITY = 0.102
 
 
 def _median(x: Sequence[float]) -> float:
@@ -67,14 +78,27 @@ def _median(x: Sequence[float]) -> float:
     return v[len(v) // 2] if v else float("nan")
 
 
-def trace_summary(g_lmc: Sequence[float], g_cond: Sequence[float], skipped: float) -> dict:
-    """A run's numbers from its per-step ||g_lmc||, ||g_cond|| and skipped-step count."""
+def emptied_at(sparsity: Sequence[float]) -> Optional[int]:
+    """The logged step from which the scene stayed empty (the median sparsity loss of the
+    run's last quarter at its floor), or None when it did not empty."""
+    n = len(sparsity)
+    if n < 4 or _median(sparsity[3 * n // 4 :]) >= EMPTY_SPARSITY:
+        return None
+    last_full = max((i for i, v in enumerate(sparsity) if v >= EMPTY_SPARSITY), default=-1)
+    return last_full + 1
+
+
+def trace_summary(
+    g_lmc: Sequence[float], g_cond: Sequence[float], skipped: float, sparsity: Sequence[float] = ()
+) -> dict:
+    """A run's numbers from its per-step ||g_lmc||, ||g_cond||, skipped-step count and (when
+    logged) sparsity loss."""
     n = len(g_lmc)
     half = range(n // 2, n)
     ratio = _median([g_lmc[i] / max(g_cond[i], 1e-12) for i in half])
     growth = _median(g_lmc[3 * n // 4 :]) / max(_median(g_lmc[n // 4 : n // 2]), 1e-12)
     return {"steps": n, "ratio": ratio, "growth": growth, "skipped": skipped,
-            "peak_g_lmc": max(g_lmc, default=float("nan"))}  # fmt: skip
+            "peak_g_lmc": max(g_lmc, default=float("nan")), "emptied_at": emptied_at(sparsity)}  # fmt: skip
 
 
 def run_reasons(row: dict, limits: Limits, name: str) -> List[str]:
