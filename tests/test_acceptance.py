@@ -124,6 +124,7 @@ def test_check_passes_the_bundled_corrective_and_fails_an_amplifier(tmp_path):
                  overrides=tiny)  # fmt: skip
     assert good["verdict"] == "pass", good["failures"]
     assert good["runs"][0]["steps"] == 30 and (tmp_path / "good" / "norms.png").is_file()
+    assert "runs/" in (tmp_path / "good" / ".gitignore").read_text().split()
     # a run whose scene emptied is followed by the same prompt at the next seed, up to 2 times
     runs = good["runs"]
     assert [r["seed"] for r in runs] == list(range(len(runs))) and len(runs) <= 3

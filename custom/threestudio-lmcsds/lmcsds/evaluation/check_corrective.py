@@ -88,6 +88,8 @@ def check(
     guidance.update(loss_type="lmc-sds", guidance_scale=float(omega), corrective_path=corrective)
     spec = RunSpec("check", base.system.guidance_type, guidance)
     config = write_config(base_config, spec, out / "config.yaml")
+    # the runs' checkpoints and logs stay out of version control; the verdict files are kept
+    (out / ".gitignore").write_text("runs/\n*.log\n")
     runs, failures, warnings = [], [], []
     for prompt in prompts:
         for attempt in range(limits.reseeds + 1):
