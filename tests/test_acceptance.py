@@ -145,3 +145,26 @@ def test_check_passes_the_bundled_corrective_and_fails_an_amplifier(tmp_path):
                 overrides=tiny)  # fmt: skip
     assert bad["verdict"] == "fail" and "g_cond" in bad["failures"][0]
     assert "**fail**" in (tmp_path / "bad" / "check.md").read_text()
+
+
+def test_a_clamped_corrective_input_passes_the_part_outside_through():
+    """corrective_input="clamped": b_psi(clamp(z)) + (z - clamp(z)); for the residual
+    corrective z + w z that is z + w clamp(z), written out by hand."""
+    from lmcsds.core.lmc_sds import StepConfig, corrective_output
+
+    class Residual(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.tensor(0.1))
+
+        def forward(self, z, t):
+            return z + self.w * z
+
+    z = torch.tensor([0.5, 1.5, -2.0, -1.0]).view(1, 1, 2, 2)
+    t = torch.tensor([500])
+    raw = corrective_output(Residual(), z, t, "raw").flatten().tolist()
+    clamped = corrective_output(Residual(), z, t, "clamped").flatten().tolist()
+    assert raw == pytest.approx([0.55, 1.65, -2.2, -1.1])
+    assert clamped == pytest.approx([0.55, 1.6, -2.1, -1.1])
+    with pytest.raises(ValueError, match="corrective_input"):
+        StepConfig(corrective_input="clip")

@@ -76,6 +76,9 @@ class LMCSDSDeepFloydGuidance(BaseObject):
         corrective_path: str = DEFAULT_CORRECTIVE
         # Eq. 10 statistics: null takes the corrective's own; global | per_channel | none
         corrective_normalization: Optional[str] = None
+        # raw (the paper) | clamped: the corrective sees the render clamped to [-1, 1], the
+        # part outside passes through (docs/results/corrective-seeds)
+        corrective_input: str = "raw"
         scale_by_omega: bool = True  # total gradient / omega, as in the paper
         fixed_noise: bool = False  # one eps per batch slot, used inside g_cond only
         noise_seed: int = 0
@@ -155,6 +158,7 @@ class LMCSDSDeepFloydGuidance(BaseObject):
             inversion_omega=cfg.inversion_guidance_scale,
             inversion_steps=cfg.inversion_n_steps,
             inversion_eta=cfg.inversion_eta,
+            corrective_input=cfg.corrective_input,
         )
         check_dreamtime_params(cfg.dreamtime_params)
         self.configure_baseline_prompts()

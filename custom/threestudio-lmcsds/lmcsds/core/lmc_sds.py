@@ -18,7 +18,20 @@ from .prior import IFPrior
 
 LOSS_TYPES = ("lmc-sds", "sds", "cond", "nfsd", "dds", "ms-sds", "csd")
 NOISE_TYPES = ("random", "inversion")
+CORRECTIVE_INPUTS = ("raw", "clamped")
 Block = Tuple[Tensor, Tensor, Tensor]  # (noisy images, timesteps, text embeddings) of UNet rows
+
+
+@torch.no_grad()
+def corrective_output(corrective, z: Tensor, t: Tensor, mode: str = "raw") -> Tensor:
+    """b_psi(z, t), or with ``mode="clamped"`` b_psi(clamp(z), t) + (z - clamp(z)): the
+    corrective is trained on images in [-1, 1] and 3D renders leave it; the part outside passes
+    through as the identity would (for a residual corrective, z + U(clamp(z), t))."""
+    dtype = next(corrective.parameters()).dtype
+    if mode == "raw":
+        return corrective(z.to(dtype), t).float()
+    inside = z.clamp(-1.0, 1.0)
+    return corrective(inside.to(dtype), t).float() + (z - inside)
 
 
 @dataclass
@@ -41,6 +54,9 @@ class StepConfig:
     inversion_omega: float = -6.5  # threestudio's sdi guidance's -7.5 in its convention
     inversion_steps: int = 10
     inversion_eta: float = 0.3
+    # what the corrective sees: the render as it is ("raw", the paper) or clamped to [-1, 1]
+    # with the part outside passed through unchanged ("clamped", see corrective_output)
+    corrective_input: str = "raw"
 
     def __post_init__(self) -> None:
         if self.loss_type not in LOSS_TYPES:
@@ -59,6 +75,10 @@ class StepConfig:
             raise ValueError(f"inversion_steps must be >= 1, got {self.inversion_steps}")
         if self.inversion_eta < 0:
             raise ValueError(f"inversion_eta must be >= 0, got {self.inversion_eta}")
+        if self.corrective_input not in CORRECTIVE_INPUTS:
+            raise ValueError(
+                f"corrective_input must be one of {CORRECTIVE_INPUTS}, got {self.corrective_input!r}"
+            )
 
     @property
     def needs_negative(self) -> bool:
@@ -240,8 +260,7 @@ def lmc_sds_step(
     if loss == "sds":
         second = G.g_proj(eps_0, eps_c)
     elif loss == "lmc-sds":
-        with torch.no_grad():
-            b = corrective(z.to(next(corrective.parameters()).dtype), t).float()
+        b = corrective_output(corrective, z, t, cfg.corrective_input)
         b_hat = G.bhat(b, zhat, cfg.normalization, t)
         second = G.g_lmc(b_hat, zhat)
     elif loss == "nfsd":
