@@ -57,13 +57,19 @@ def keep_traces(bench: Path) -> None:
     print(f"{path}: {len(kept)} runs")
 
 
-def study_row(folder: Path, seed: int, reference: dict) -> dict:
+def study_row(folder: Path, seed: int, reference: dict, variant: str = "") -> dict:
+    """One recipe seed's row; ``variant`` (e.g. "clamped") reads check-<variant> and
+    bench-<variant>, still paired against the bundled corrective's plain runs."""
+    suffix = f"-{variant}" if variant else ""
     report = json.loads((folder / "report" / "report.json").read_text())
-    check = json.loads((folder / "check" / "check.json").read_text())
-    bench = BUNDLED_BENCH if seed == 0 else folder / "bench"
+    check = json.loads((folder / f"check{suffix}" / "check.json").read_text())
+    is_reference = seed == 0 and not variant
+    bench = BUNDLED_BENCH if is_reference else folder / f"bench{suffix}"
     runs = records(bench)
     traces_path = bench / "traces.json"
-    traces = json.loads(traces_path.read_text()) if traces_path.exists() and seed else {}
+    traces = (
+        json.loads(traces_path.read_text()) if traces_path.exists() and not is_reference else {}
+    )
     limits = Limits()
     runaway = [name for name, row in traces.items()
                if not (row["ratio"] <= limits.ratio_limit and row["growth"] <= limits.growth_limit)]  # fmt: skip
@@ -72,12 +78,13 @@ def study_row(folder: Path, seed: int, reference: dict) -> dict:
         groups.setdefault(prompt, []).append(scores["iou"])
         if (prompt, s3) in reference:
             paired.setdefault(prompt, []).append(scores["iou"] - reference[(prompt, s3)]["iou"])
-    diff = bootstrap_mean(paired) if seed else (0.0, 0.0, 0.0)
+    diff = bootstrap_mean(paired) if not is_reference else (0.0, 0.0, 0.0)
     complete = len(runs) == len(PRIMITIVES) * len(SEEDS_3D)
-    worse = seed and excludes_zero(diff[1], diff[2]) and diff[2] < 0
+    worse = not is_reference and excludes_zero(diff[1], diff[2]) and diff[2] < 0
     bench_verdict = "fail" if runaway or worse else "pass" if complete else "-"
     return {
         "seed": seed,
+        "reference": is_reference,
         "rel_err": report["overall"]["rel_err_mc"],
         "rel_err_800": report["buckets"][-1]["rel_err_mc"],
         "negative_gains": negative_gains(report),
@@ -102,14 +109,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("root", nargs="?", help="the study's folder (seed-N subfolders)")
     p.add_argument("--traces", help="a bench folder: keep its runs' guidance-norm summaries")
+    p.add_argument("--variant", default="", help="read check-VARIANT and bench-VARIANT")
     args = p.parse_args()
     if args.traces:
         keep_traces(Path(args.traces))
         return
     root = Path(args.root)
     reference = records(BUNDLED_BENCH)
-    rows = [study_row(f, int(f.name.split("-")[1]), reference)
-            for f in sorted(root.glob("seed-*")) if (f / "check" / "check.json").exists()]  # fmt: skip
+    check = f"check-{args.variant}" if args.variant else "check"
+    rows = [study_row(f, int(f.name.split("-")[1]), reference, args.variant)
+            for f in sorted(root.glob("seed-*")) if (f / check / "check.json").exists()]  # fmt: skip
     print(
         "| recipe seed | rel. error (all t / t 800-980) | negative in-range gains | check "
         "(max ratio) | 3D runs | IoU | IoU - seed 0 (paired) | emptied | max ratio / growth "
@@ -121,10 +130,11 @@ def main() -> None:
         print(
             f"| {r['seed']} | {r['rel_err']:.3f} / {r['rel_err_800']:.3f} | {gains} | "
             f"{r['check']} ({r['check_ratio']:.2f}) | {r['runs']} | {interval(r['iou'])} | "
-            f"{interval(r['diff']) if r['seed'] else '-'} | {r['empty']} | "
+            f"{'-' if r['reference'] else interval(r['diff'])} | {r['empty']} | "
             f"{r['max_ratio']:.2f} / {r['max_growth']:.2f} | {r['bench']} |"
         )
-    (root / "table.json").write_text(json.dumps(rows, indent=1))
+    name = f"table-{args.variant}.json" if args.variant else "table.json"
+    (root / name).write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":
