@@ -105,10 +105,11 @@ def check(
             traces = guidance_traces(trial)
             row = dict(prompt=prompt, seed=run_seed, **A.trace_summary(**traces))
             label = f"'{prompt}'" + (f" (seed {run_seed})" if attempt else "")
-            failures += A.run_reasons(row, limits, label)
+            reasons = A.run_reasons(row, limits, label)
+            failures += reasons
             warnings += A.run_warnings(row, limits, label)
             runs.append(dict(row, traces=traces))
-            if row["emptied_at"] is None or A.run_reasons(row, limits, label):
+            if row["emptied_at"] is None or reasons:
                 break
         else:
             warnings.append(f"'{prompt}': the scene emptied at seeds {seed}-{run_seed}, so the "
