@@ -12,6 +12,10 @@ are not committed). The verdict of the benchmark, fixed before any result was se
   paired silhouette-IoU difference to the bundled corrective (seed 0; same prompt and 3D seed)
   has a 95% interval below 0;
 - pass otherwise. Emptied scenes count as IoU 0 (the bundled corrective and SDS empty some too).
+
+Amended once: the check's spike rule (peak ||g_lmc|| over 100x the run's median) joined the
+runaway rules after seeds 1-2 and three of seed 3's eight runs had been seen, whose runaways
+were late bursts the medians miss; before seed 4's 3D runs and the clamped arm.
 """
 
 import argparse
@@ -71,8 +75,9 @@ def study_row(folder: Path, seed: int, reference: dict, variant: str = "") -> di
         json.loads(traces_path.read_text()) if traces_path.exists() and not is_reference else {}
     )
     limits = Limits()
-    runaway = [name for name, row in traces.items()
-               if not (row["ratio"] <= limits.ratio_limit and row["growth"] <= limits.growth_limit)]  # fmt: skip
+    runaway = [name for name, row in traces.items() if not (
+        row["ratio"] <= limits.ratio_limit and row["growth"] <= limits.growth_limit
+        and row["spike"] <= limits.spike_limit)]  # fmt: skip
     groups, paired = {}, {}
     for (prompt, s3), scores in runs.items():
         groups.setdefault(prompt, []).append(scores["iou"])
@@ -97,6 +102,7 @@ def study_row(folder: Path, seed: int, reference: dict, variant: str = "") -> di
         "runaway": runaway,
         "max_ratio": max((r["ratio"] for r in traces.values()), default=float("nan")),
         "max_growth": max((r["growth"] for r in traces.values()), default=float("nan")),
+        "max_spike": max((r["spike"] for r in traces.values()), default=float("nan")),
         "bench": bench_verdict,
     }
 
@@ -121,17 +127,18 @@ def main() -> None:
             for f in sorted(root.glob("seed-*")) if (f / check / "check.json").exists()]  # fmt: skip
     print(
         "| recipe seed | rel. error (all t / t 800-980) | negative in-range gains | check "
-        "(max ratio) | 3D runs | IoU | IoU - seed 0 (paired) | emptied | max ratio / growth "
-        "over a 3D run | 3D verdict |"
+        "(max ratio) | 3D runs | IoU | IoU - seed 0 (paired) | emptied | max ratio / growth / "
+        "peak x median over a 3D run | runs ran away | 3D verdict |"
     )
-    print("|---" * 10 + "|")
+    print("|---" * 11 + "|")
     for r in rows:
         gains = ", ".join(r["negative_gains"]) or "none"
         print(
             f"| {r['seed']} | {r['rel_err']:.3f} / {r['rel_err_800']:.3f} | {gains} | "
             f"{r['check']} ({r['check_ratio']:.2f}) | {r['runs']} | {interval(r['iou'])} | "
             f"{'-' if r['reference'] else interval(r['diff'])} | {r['empty']} | "
-            f"{r['max_ratio']:.2f} / {r['max_growth']:.2f} | {r['bench']} |"
+            f"{r['max_ratio']:.2f} / {r['max_growth']:.2f} / {r['max_spike']:.3g} | "
+            f"{len(r['runaway'])} | {r['bench']} |"
         )
     name = f"table-{args.variant}.json" if args.variant else "table.json"
     (root / name).write_text(json.dumps(rows, indent=1))

@@ -88,6 +88,21 @@ def test_traces_of_a_stable_run_pass_and_of_runaways_fail_with_their_reason():
     assert A.verdict(["f"], ["w"]) == "fail"
 
 
+def test_a_late_burst_of_g_lmc_fails_on_the_spike_rule_alone():
+    """A 3D runaway of 1600 steps: g_lmc steady at 5, then 1e6 for the last 8 steps; its
+    second-half median ratio (0.25) and quarter growth (1.0) stay inside their limits."""
+    n, limits = 1600, A.Limits()
+    burst = A.trace_summary([5.0] * (n - 8) + [1e6] * 8, [20.0] * n, 0)
+    assert burst["ratio"] == 0.25 and burst["growth"] == 1.0
+    assert burst["peak_g_lmc"] == 1e6 and burst["spike"] == 2e5  # 1e6 / median 5
+    reasons = A.run_reasons(burst, limits, "burst")
+    assert len(reasons) == 1 and "peaked at 1e+06, 2e+05x its median" in reasons[0]
+    # the warm-up's first large steps (30x the median, as in every stable run) pass
+    warm_up = A.trace_summary([150.0] * 10 + [5.0] * (n - 10), [20.0] * n, 0)
+    assert warm_up["spike"] == 30.0 and A.run_reasons(warm_up, limits, "warm-up") == []
+    assert A.run_reasons(burst, A.Limits(spike_limit=3e5), "burst") == []
+
+
 def test_an_emptied_scene_is_found_from_the_sparsity_loss():
     """threestudio's sparsity loss is mean(sqrt(opacity^2 + 0.01)): 0.1 for an empty scene."""
     sparsity = lambda o: (torch.as_tensor(o) ** 2 + 0.01).sqrt().mean().item()  # noqa: E731

@@ -160,17 +160,19 @@ def markdown(result: dict) -> str:
         f"seed {result['seed']}, base config `{result['config']}`.",
         "",
         "| prompt | seed | steps logged | median g_lmc / g_cond (2nd half) | g_lmc growth | "
-        "peak g_lmc | skipped steps | emptied from step |",
+        "peak g_lmc (x median) | skipped steps | emptied from step |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in result["runs"]:
         empty = "-" if r.get("emptied_at") is None else r["emptied_at"]
         lines.append(f"| {r['prompt']} | {r.get('seed', result['seed'])} | {r['steps']} | "
-                     f"{r['ratio']:.3g} | {r['growth']:.3g} | {r['peak_g_lmc']:.3g} | "
+                     f"{r['ratio']:.3g} | {r['growth']:.3g} | {r['peak_g_lmc']:.3g} "
+                     f"({r['spike']:.3g}) | "
                      f"{r['skipped']:.0f} | {empty} |")  # fmt: skip
     lim = result["limits"]
-    lines += ["", f"Fails above a ratio of {lim['ratio_limit']:g} or a growth of "
-              f"{lim['growth_limit']:g}, or on any skipped step; warns above a ratio of "
+    lines += ["", f"Fails above a ratio of {lim['ratio_limit']:g}, a growth of "
+              f"{lim['growth_limit']:g} or a peak of {lim['spike_limit']:g}x the median, "
+              f"or on any skipped step; warns above a ratio of "
               f"{lim['warn_ratio']:g}. A run whose scene emptied (sparsity loss at its floor) "
               f"is tried again at the next seed, up to {lim.get('reseeds', 0)} times.", ""]  # fmt: skip
     lines += [f"- **fail**: {r}" for r in result["failures"]]
@@ -229,6 +231,12 @@ def add_arguments(p) -> None:
         help="fail: ||g_lmc|| growth from a run's second quarter to its last above",
     )
     p.add_argument(
+        "--spike-limit",
+        type=float,
+        default=A.Limits.spike_limit,
+        help="fail: a run's peak ||g_lmc|| above this many times its median",
+    )
+    p.add_argument(
         "--warn-ratio",
         type=float,
         default=A.Limits.warn_ratio,
@@ -251,7 +259,9 @@ def run(args) -> None:
         raise SystemExit(f"--config {args.config}: no such file (here or under {run_dir})")
     out = Path(args.out or Path(args.corrective).with_suffix("").as_posix() + "-check")
     prompts = [p.strip() for p in args.prompts.split(";") if p.strip()]
-    limits = A.Limits(args.ratio_limit, args.growth_limit, args.warn_ratio, args.reseeds)
+    limits = A.Limits(ratio_limit=args.ratio_limit, growth_limit=args.growth_limit,
+                      spike_limit=args.spike_limit, warn_ratio=args.warn_ratio,
+                      reseeds=args.reseeds)  # fmt: skip
     result = check(run_dir, config, args.corrective, out, prompts, args.steps, args.seed,
                    args.omega, limits, args.images, args.overrides, args.force)  # fmt: skip
     print(f"check: {result['verdict']} ({out / 'check.md'})")

@@ -10,6 +10,10 @@ per-step guidance norms:
   ``ratio_limit``, or ||g_lmc|| growing by ``growth_limit`` from the run's second quarter to its
   last: the corrective's term, not the prompt, drives the asset (the closed-form spectral
   corrective: 4 -> 1e5 within 150 steps, while g_cond fell to 1e-3);
+- **spike**: the run's peak ||g_lmc|| above ``spike_limit`` times its median. Over 1600 steps a
+  runaway is a burst late in the run that the medians above miss (a recipe seed's 3D runs: peaks
+  of 1e5-4e6 times the median, ratio <= 0.35, growth <= 2.1); stable runs peak at 5-35 times
+  their median (the warm-up's first large steps), the check's runaways at 224-849;
 - **non-finite**: steps skipped for non-finite gradients or renders.
 
 A run whose ||g_lmc|| / ||g_cond|| lies between ``warn_ratio`` and ``ratio_limit`` warns.
@@ -64,6 +68,7 @@ class Limits:
 
     ratio_limit: float = 10.0
     growth_limit: float = 10.0
+    spike_limit: float = 100.0  # peak ||g_lmc|| over the run's median
     warn_ratio: float = 1.0  # warn: g_lmc outweighs g_cond over most of the second half
     reseeds: int = 2  # an emptied run is tried again at up to this many next seeds
 
@@ -97,8 +102,9 @@ def trace_summary(
     half = range(n // 2, n)
     ratio = _median([g_lmc[i] / max(g_cond[i], 1e-12) for i in half])
     growth = _median(g_lmc[3 * n // 4 :]) / max(_median(g_lmc[n // 4 : n // 2]), 1e-12)
-    return {"steps": n, "ratio": ratio, "growth": growth, "skipped": skipped,
-            "peak_g_lmc": max(g_lmc, default=float("nan")), "emptied_at": emptied_at(sparsity)}  # fmt: skip
+    peak = max(g_lmc, default=float("nan"))
+    return {"steps": n, "ratio": ratio, "growth": growth, "skipped": skipped, "peak_g_lmc": peak,
+            "spike": peak / max(_median(g_lmc), 1e-12), "emptied_at": emptied_at(sparsity)}  # fmt: skip
 
 
 def run_reasons(row: dict, limits: Limits, name: str) -> List[str]:
@@ -117,6 +123,11 @@ def run_reasons(row: dict, limits: Limits, name: str) -> List[str]:
         reasons.append(
             f"{name}: ||g_lmc|| grew {row['growth']:.3g}x from the second quarter to the last "
             f"(limit {limits.growth_limit:g})"
+        )
+    if not row["spike"] <= limits.spike_limit:
+        reasons.append(
+            f"{name}: ||g_lmc|| peaked at {row['peak_g_lmc']:.3g}, {row['spike']:.3g}x its "
+            f"median (limit {limits.spike_limit:g})"
         )
     return reasons
 
