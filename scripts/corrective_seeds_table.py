@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "custom" / "threestudio-lmcsds"))
 
 from lmcsds.evaluation.stats import bootstrap_mean, excludes_zero  # noqa: E402
-from lmcsds.training.acceptance import Limits, trace_summary  # noqa: E402
+from lmcsds.training.acceptance import Limits, ran_away, trace_summary  # noqa: E402
 from lmcsds.training.report import negative_gains  # noqa: E402
 
 BUNDLED_BENCH = ROOT / "docs" / "results" / "bench3d-full"
@@ -75,9 +75,7 @@ def study_row(folder: Path, seed: int, reference: dict, variant: str = "") -> di
         json.loads(traces_path.read_text()) if traces_path.exists() and not is_reference else {}
     )
     limits = Limits()
-    runaway = [name for name, row in traces.items() if not (
-        row["ratio"] <= limits.ratio_limit and row["growth"] <= limits.growth_limit
-        and row["spike"] <= limits.spike_limit)]  # fmt: skip
+    runaway = [name for name, row in traces.items() if ran_away(row, limits)]
     groups, paired = {}, {}
     for (prompt, s3), scores in runs.items():
         groups.setdefault(prompt, []).append(scores["iou"])

@@ -515,6 +515,13 @@ def test_bench3d_scores_runs_against_the_true_object_and_resumes(tmp_path):
         assert 0 <= r["view_acc"] <= 1 and 0 <= r["janus_rate"] <= 1  # a mug: asymmetric
         assert 0 <= r["part_recall"] <= 1 and r["chamfer"] >= 0 and r["delta_e_pixel"] >= 0
         assert r["non_finite"] == 0 and r["wall_s"] > 0
+        # LMC-SDS records keep the acceptance check's g_lmc summary (logs are not kept); with
+        # two logged steps the (upper) median is the peak, so the peak is 1x the median
+        if r["guidance"] == "supervised":
+            assert "runaway" not in r and "g_lmc_spike" not in r
+        else:
+            assert r["g_lmc_spike"] == 1.0
+            assert r["runaway"] == float(r["g_lmc_ratio"] > 10 or r["g_lmc_growth"] > 10)
     wall = json.loads(
         (out / "runs/green-striped-mug/lmc-sds-fixed-w20-s3/wall_time.json").read_text()
     )

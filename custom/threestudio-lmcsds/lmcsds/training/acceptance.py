@@ -107,6 +107,12 @@ def trace_summary(
             "spike": peak / max(_median(g_lmc), 1e-12), "emptied_at": emptied_at(sparsity)}  # fmt: skip
 
 
+def ran_away(row: dict, limits: Limits) -> bool:
+    """A run whose g_lmc broke the ratio, growth or spike limit (non-finite steps aside)."""
+    return not (row["ratio"] <= limits.ratio_limit and row["growth"] <= limits.growth_limit
+                and row["spike"] <= limits.spike_limit)  # fmt: skip
+
+
 def run_reasons(row: dict, limits: Limits, name: str) -> List[str]:
     """Why a run failed (empty when it did not)."""
     if row["steps"] < 8:

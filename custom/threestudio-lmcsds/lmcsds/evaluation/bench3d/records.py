@@ -11,6 +11,8 @@ import numpy as np
 import torch
 
 from ...core.atomic import atomic_write
+from ...training import acceptance as A
+from ..check_corrective import guidance_traces
 from ..compare import steps_done
 from .report import view_picks
 from .scoring import final_test_views, non_finite_steps, score_run
@@ -41,8 +43,21 @@ def write_record(trial: Path, spec, truth, classifier, steps: int) -> dict:
     timing = json.loads(wall.read_text()) if wall.is_file() else {}
     row.update(non_finite=non_finite_steps(trial), steps=steps,
                wall_s=timing.get("wall_s", float("nan")) - timing.get("paused_s", 0.0))  # fmt: skip
+    row.update(corrective_norms(trial))
     atomic_write(trial / SCORES, lambda tmp: Path(tmp).write_text(json.dumps(row)))
     return row
+
+
+def corrective_norms(trial: Path) -> dict:
+    """An LMC-SDS run's ||g_lmc|| over the whole run, by the acceptance check's rules
+    (``training/acceptance.py``): median ratio to ||g_cond||, growth, peak over median, and
+    ``runaway`` (1: a limit broken). Empty for guidances without a g_lmc term."""
+    traces = guidance_traces(trial)
+    if not traces["g_lmc"]:
+        return {}
+    s = A.trace_summary(**traces)
+    return {"g_lmc_ratio": s["ratio"], "g_lmc_growth": s["growth"], "g_lmc_spike": s["spike"],
+            "runaway": float(A.ran_away(s, A.Limits()))}  # fmt: skip
 
 
 def read_views(trial: Path, views: int) -> torch.Tensor:

@@ -18,12 +18,13 @@ HEADLINE = [("iou", "+"), ("chamfer", "-"), ("part_recall", "+"), ("delta_e_pixe
             ("pattern_contrast", "1"), ("detail_ratio", "1"), ("janus_rate", "-"),
             ("faces_front", "+"), ("empty", "-")]  # fmt: skip
 SECONDARY = ["volume_iou", "iou_front", "parts_found", "delta_e_mean", "chroma", "clipped",
-             "shape_acc", "colour_acc", "pattern_acc", "view_acc", "non_finite", "wall_s"]  # fmt: skip
+             "shape_acc", "colour_acc", "pattern_acc", "view_acc", "non_finite", "runaway",
+             "wall_s"]  # fmt: skip
 METRICS = ["iou", "iou_front", "turn_deg", "faces_front", "area_ratio", "occupancy_level",
            "volume_iou", "chamfer", "part_recall", "parts_found", "delta_e_pixel",
            "delta_e_mean", "chroma", "chroma_true", "pattern_contrast", "clipped",
            "clipped_true", "detail_ratio", "shape_acc", "colour_acc", "pattern_acc",
-           "view_acc", "janus_rate", "empty", "non_finite", "wall_s"]  # fmt: skip
+           "view_acc", "janus_rate", "empty", "non_finite", "runaway", "wall_s"]  # fmt: skip
 BETTER = {"+": "higher is better", "-": "lower is better", "1": "1 is the truth"}
 
 
