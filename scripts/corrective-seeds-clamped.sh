@@ -3,7 +3,8 @@
 # corrective_input=clamped (the corrective sees the render clamped to [-1, 1]); the check
 # (seed 0 only, as the first arm's) and the 3D benchmark on the primitives at 3D seeds 0 and
 # 1, into docs/results/corrective-seeds/seed-N/{check,bench}-clamped. Run after
-# scripts/corrective-seeds.sh (it needs seeds 2-4's weights). Resumable.
+# scripts/corrective-seeds.sh (it needs seeds 2-4's weights). Resumable. The seeds that failed
+# the first arm go first (2, 4), then the bundled one (0: does clamping cost it?), then 3, 1.
 #
 #   nohup scripts/corrective-seeds-clamped.sh > corrective-seeds-clamped.log 2>&1 &
 set -euo pipefail
@@ -13,7 +14,7 @@ OUT=${OUT:-$ROOT/docs/results/corrective-seeds}
 cd "$SRC"
 PRIMITIVES="a photo of a red cube;a photo of a blue striped sphere;a photo of a yellow checkered cylinder;a photo of a blue striped cone"
 CLAMPED=system.guidance.corrective_input=clamped
-for s in 0 1 2 3 4; do
+for s in 2 4 0 3 1; do
     case $s in
         0) c=$SRC/load/lmcsds/correctives/objects-if-32.safetensors ;;
         1) c=$SRC/docs/results/corrective-check/fixtures/fresh-seed1-objects-if-32.safetensors ;;
