@@ -19,7 +19,7 @@ exits with status 1 on "fail".
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import matplotlib
 
@@ -53,9 +53,12 @@ def guidance_traces(trial: Path) -> dict:
 
 
 def reusable(
-    trial: Path, prompt: str, seed: int, steps: int, corrective: str, omega: float
-) -> bool:
-    """Whether ``trial`` holds a finished run of this prompt, seed, corrective and weight."""
+    trial: Path, prompt: str, seed: int, steps: int, corrective: str, omega: float,
+    overrides: Sequence[str] = (),
+) -> bool:  # fmt: skip
+    """Whether ``trial`` holds a finished run of this prompt, seed, corrective and weight whose
+    config has every ``key=value`` override (compared as text: a number written otherwise
+    retrains, never the reverse)."""
     from omegaconf import OmegaConf
 
     parsed = trial / "configs" / "parsed.yaml"
@@ -63,8 +66,12 @@ def reusable(
         return False
     cfg = OmegaConf.load(parsed)
     g = cfg.system.guidance
-    return (cfg.system.prompt_processor.prompt, cfg.seed, str(g.corrective_path),
+    same = (cfg.system.prompt_processor.prompt, cfg.seed, str(g.corrective_path),
             float(g.guidance_scale)) == (prompt, seed, corrective, float(omega))  # fmt: skip
+    for item in overrides:
+        key, _, value = item.partition("=")
+        same = same and str(OmegaConf.select(cfg, key.lstrip("+"), default=None)) == value
+    return same
 
 
 def slug(prompt: str) -> str:
@@ -96,7 +103,7 @@ def check(
             run_seed = seed + attempt
             name = slug(prompt) if attempt == 0 else f"{slug(prompt)}-s{run_seed}"
             trial = out / "runs" / "check" / name
-            if force or not reusable(trial, prompt, run_seed, steps, corrective, omega):
+            if force or not reusable(trial, prompt, run_seed, steps, corrective, omega, overrides):
                 launch(run_dir, config, [
                     f"exp_root_dir={out / 'runs'}", "name=check", f"tag={name}",
                     "use_timestamp=false", f"seed={run_seed}", f"trainer.max_steps={steps}",
