@@ -26,6 +26,6 @@ for s in 2 4 0 3 1; do
     "$PY" -m lmcsds bench3d --threestudio "$RUN" --config configs/lmcsds-dreamfusion-cpu.yaml \
         --out "$OUT/seed-$s/bench-clamped" --prompts "$PRIMITIVES" --guidances lmc-sds-w10 \
         --seeds 2 --jobs 2 "system.guidance.corrective_path=$c" "$CLAMPED"
-    "$PY" "$ROOT/scripts/corrective_seeds_table.py" --traces "$OUT/seed-$s/bench-clamped"
+    PYTHONPATH=$ROOT/custom/threestudio-lmcsds "$PY" "$ROOT/scripts/corrective_seeds_table.py" --traces "$OUT/seed-$s/bench-clamped"
 done
-"$PY" "$ROOT/scripts/corrective_seeds_table.py" "$OUT" --variant clamped
+PYTHONPATH=$ROOT/custom/threestudio-lmcsds "$PY" "$ROOT/scripts/corrective_seeds_table.py" "$OUT" --variant clamped

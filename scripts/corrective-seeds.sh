@@ -64,6 +64,6 @@ for s in 1 2 3 4; do
     "$PY" -m lmcsds bench3d --threestudio "$RUN" --config configs/lmcsds-dreamfusion-cpu.yaml \
         --out "$OUT/seed-$s/bench" --prompts "$PRIMITIVES" --guidances lmc-sds-w10 --seeds 2 \
         --jobs 2 "system.guidance.corrective_path=$(corrective $s)"
-    "$PY" "$ROOT/scripts/corrective_seeds_table.py" --traces "$OUT/seed-$s/bench"
+    PYTHONPATH=$ROOT/custom/threestudio-lmcsds "$PY" "$ROOT/scripts/corrective_seeds_table.py" --traces "$OUT/seed-$s/bench"
 done
-"$PY" "$ROOT/scripts/corrective_seeds_table.py" "$OUT"
+PYTHONPATH=$ROOT/custom/threestudio-lmcsds "$PY" "$ROOT/scripts/corrective_seeds_table.py" "$OUT"

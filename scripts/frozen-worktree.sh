@@ -2,7 +2,9 @@
 # $SRC and a threestudio run folder $RUN whose extension, configs and load/lmcsds are that
 # copy's, so that editing the working tree while a study runs cannot change the code its later
 # runs use. Needs `make setup` first (the venv and build/threestudio). Sets SRC, RUN, PY and
-# exports PYTHONPATH and LMCSDS_DEVICE.
+# exports PYTHONPATH and LMCSDS_DEVICE. A script of the working tree run after this (a table)
+# needs PYTHONPATH=$ROOT/custom/threestudio-lmcsds: the CPU mode's .pth imports lmcsds at
+# start-up, from the first folder on PYTHONPATH.
 ROOT=${ROOT:?set ROOT to the repository root}
 SRC=${SRC:-$ROOT/build/$(basename "$0" .sh)-src}
 PY=$ROOT/.venv/bin/python
