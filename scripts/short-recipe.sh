@@ -40,15 +40,16 @@ mkdir -p "$WORK" "$OUT"
     --cache "$WORK/cache" --num-triplets 3072 --shard-size 128 --gen-batch-size 128
 
 # name, base channels, depth, steps, triplets
+# (the ends of the trade-off first, so that a study cut short still has them)
 RUNS=(
     "bundled-1 16 3 1500 3072"
-    "bundled-1of2 16 3 750 1536"
     "bundled-1of8 16 3 188 384"
-    "bundled-steps1of2-triplets1of8 16 3 750 384"
-    "paper-1 32 4 1500 3072"
-    "paper-1of8 32 4 188 384"
-    "small-1 8 2 1500 3072"
     "small-1of8 8 2 188 384"
+    "paper-1of8 32 4 188 384"
+    "bundled-1of2 16 3 750 1536"
+    "bundled-steps1of2-triplets1of8 16 3 750 384"
+    "small-1 8 2 1500 3072"
+    "paper-1 32 4 1500 3072"
 )
 for spec in "${RUNS[@]}"; do
     read -r name channels depth steps triplets <<< "$spec"
