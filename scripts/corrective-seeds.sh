@@ -21,6 +21,8 @@ SRC=$ROOT/build/corrective-seeds-src
 cd "$SRC"
 PRIOR=load/lmcsds/priors/objects-if-32
 PRIMITIVES="a photo of a red cube;a photo of a blue striped sphere;a photo of a yellow checkered cylinder;a photo of a blue striped cone"
+# the paper's raw corrective input, the default when this study ran (clamped since: its second arm)
+RAW=system.guidance.corrective_input=raw
 [ -d "$ROOT/build/objects-train-png" ] || "$PY" -m lmcsds.priors.objects_data --split train --views 128 --out "$ROOT/build/objects-train-png"
 [ -d "$ROOT/build/objects-val-png" ] || "$PY" -m lmcsds.priors.objects_data --split heldout --views 8 --out "$ROOT/build/objects-val-png"
 
@@ -55,7 +57,7 @@ evaluate() {  # seed: the offline report and check-corrective (a failing verdict
         --prior "$PRIOR" --images "$ROOT/build/objects-val-png" --report-images 64 \
         --mc-samples 8 --report-out "$OUT/seed-$s/report"
     [ -f "$OUT/seed-$s/check/check.json" ] || "$PY" -m lmcsds check-corrective --corrective "$c" \
-        --threestudio "$RUN" --out "$OUT/seed-$s/check" || true
+        --threestudio "$RUN" --out "$OUT/seed-$s/check" "$RAW" || true
 }
 train 2 & train 3 & wait
 train 4 & (export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1; for s in 1 2 3; do evaluate $s; done) & wait
@@ -63,7 +65,7 @@ evaluate 4
 for s in 1 2 3 4; do
     "$PY" -m lmcsds bench3d --threestudio "$RUN" --config configs/lmcsds-dreamfusion-cpu.yaml \
         --out "$OUT/seed-$s/bench" --prompts "$PRIMITIVES" --guidances lmc-sds-w10 --seeds 2 \
-        --jobs 2 "system.guidance.corrective_path=$(corrective $s)"
+        --jobs 2 "system.guidance.corrective_path=$(corrective $s)" "$RAW"
     PYTHONPATH=$ROOT/custom/threestudio-lmcsds "$PY" "$ROOT/scripts/corrective_seeds_table.py" --traces "$OUT/seed-$s/bench"
 done
 PYTHONPATH=$ROOT/custom/threestudio-lmcsds "$PY" "$ROOT/scripts/corrective_seeds_table.py" "$OUT"

@@ -32,15 +32,18 @@ from lmcsds.training.report import negative_gains  # noqa: E402
 
 BUNDLED_BENCH = ROOT / "docs" / "results" / "bench3d-full"
 LABEL = "lmc-sds-w10"
+# the re-measure's runs of the bundled corrective with the paper's raw input (the default was
+# raw when they ran; clamped since this study)
+BUNDLED_LABEL = "lmc-sds-w10-raw"
 SEEDS_3D = (0, 1)
 # bench3d's folders of the check's four prompts (acceptance.DEFAULT_PROMPTS)
 PRIMITIVES = ("red-cube", "blue-striped-sphere", "yellow-checkered-cylinder", "blue-striped-cone")
 
 
-def records(bench: Path) -> dict:
+def records(bench: Path, label: str = LABEL) -> dict:
     """(prompt folder, 3D seed) -> scores.json of the LMC-SDS omega 10 runs."""
     out = {}
-    for path in sorted(bench.glob(f"runs/*/{LABEL}-s*/scores.json")):
+    for path in sorted(bench.glob(f"runs/*/{label}-s*/scores.json")):
         seed = int(path.parent.name.rsplit("-s", 1)[1])
         if seed in SEEDS_3D and path.parent.parent.name in PRIMITIVES:
             out[(path.parent.parent.name, seed)] = json.loads(path.read_text())
@@ -69,7 +72,7 @@ def study_row(folder: Path, seed: int, reference: dict, variant: str = "") -> di
     check = json.loads((folder / f"check{suffix}" / "check.json").read_text())
     is_reference = seed == 0 and not variant
     bench = BUNDLED_BENCH if is_reference else folder / f"bench{suffix}"
-    runs = records(bench)
+    runs = records(bench, BUNDLED_LABEL if is_reference else LABEL)
     traces_path = bench / "traces.json"
     traces = (
         json.loads(traces_path.read_text()) if traces_path.exists() and not is_reference else {}
@@ -119,7 +122,7 @@ def main() -> None:
         keep_traces(Path(args.traces))
         return
     root = Path(args.root)
-    reference = records(BUNDLED_BENCH)
+    reference = records(BUNDLED_BENCH, BUNDLED_LABEL)
     check = f"check-{args.variant}" if args.variant else "check"
     rows = [study_row(f, int(f.name.split("-")[1]), reference, args.variant)
             for f in sorted(root.glob("seed-*")) if (f / check / "check.json").exists()]  # fmt: skip

@@ -1,6 +1,6 @@
 """Markdown tables of the triplet-reuse study (scripts/study_triplet_reuse.sh) from its reports.
 
-    .venv/bin/python scripts/triplet_reuse_table.py build/reuse > docs/results/triplet-reuse/tables.md
+.venv/bin/python scripts/triplet_reuse_table.py build/reuse > docs/results/triplet-reuse/tables.md
 """
 
 import json
@@ -30,22 +30,40 @@ def main(root: Path) -> None:
     reports = [r for r in reports if r[3]]
     buckets = [b["t"] for b in reports[0][3]["buckets"]]
     print("Held-out relative error to the Monte-Carlo E[zhat_t] (identity bhat = z in brackets):\n")
-    print("| run | distinct triplets | steps | overall | " + " | ".join(f"t {b}" for b in buckets) + " |")
+    print(
+        "| run | distinct triplets | steps | overall | "
+        + " | ".join(f"t {b}" for b in buckets)
+        + " |"
+    )
     print("|---" * (4 + len(buckets)) + "|")
     for label, n, steps, rep in reports:
         cells = [f"{b['rel_err_mc']:.3f}" for b in rep["buckets"]]
-        print(f"| {label} | {n} | {steps} | {rep['overall']['rel_err_mc']:.3f} | " + " | ".join(cells) + " |")
+        print(
+            f"| {label} | {n} | {steps} | {rep['overall']['rel_err_mc']:.3f} | "
+            + " | ".join(cells)
+            + " |"
+        )
     identity = reports[0][3]
-    print("| identity | - | - | " + f"{identity['overall']['rel_err_mc_identity']:.3f} | "
-          + " | ".join(f"{b['rel_err_mc_identity']:.3f}" for b in identity["buckets"]) + " |")
-    print("\nOverall L_k, size of E[g_lmc] (bias) and stability gains of E[g_lmc] "
-          "(> 0: a descent step shrinks the perturbation):\n")
+    print(
+        "| identity | - | - | "
+        + f"{identity['overall']['rel_err_mc_identity']:.3f} | "
+        + " | ".join(f"{b['rel_err_mc_identity']:.3f}" for b in identity["buckets"])
+        + " |"
+    )
+    print(
+        "\nOverall L_k, size of E[g_lmc] (bias) and stability gains of E[g_lmc] "
+        "(> 0: a descent step shrinks the perturbation):\n"
+    )
     keys = ["loss_k", "bias_lmc", "contrast_gain_lmc", "colour_gain_lmc", "brightness_gain_lmc"]
     print("| run | " + " | ".join(keys) + " | contrast gain, t >= 800 |")
     print("|---" * (len(keys) + 2) + "|")
     for label, _, _, rep in reports:
         high = rep["buckets"][-1]["contrast_gain_lmc"]
-        print(f"| {label} | " + " | ".join(f"{rep['overall'][k]:.4f}" for k in keys) + f" | {high:.4f} |")
+        print(
+            f"| {label} | "
+            + " | ".join(f"{rep['overall'][k]:.4f}" for k in keys)
+            + f" | {high:.4f} |"
+        )
 
 
 if __name__ == "__main__":

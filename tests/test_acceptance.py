@@ -151,13 +151,17 @@ def test_check_passes_the_bundled_corrective_and_fails_an_amplifier(tmp_path):
     strict = check(run, CPU_CONFIG, str(bundled), tmp_path / "good", prompts, steps=30,
                    limits=A.Limits(ratio_limit=1e-3, warn_ratio=1e-4), overrides=tiny)  # fmt: skip
     assert strict["verdict"] == "fail" and log.stat().st_mtime_ns == stamp
-    # another override (here the clamped corrective input) is another run: trained again
-    clamped = tiny + ["system.guidance.corrective_input=clamped"]
-    check(run, CPU_CONFIG, str(bundled), tmp_path / "good", prompts, steps=30,
-          limits=A.Limits(reseeds=0), overrides=clamped)  # fmt: skip
+    # the config's own value as an override reuses the run; another value trains it again
     parsed = tmp_path / "good" / "runs" / "check" / "a-photo-of-a-red-cube" / "configs"
+    assert "corrective_input: clamped" in (parsed / "parsed.yaml").read_text()  # the default
+    check(run, CPU_CONFIG, str(bundled), tmp_path / "good", prompts, steps=30,
+          limits=A.Limits(reseeds=0), overrides=tiny + ["system.guidance.corrective_input=clamped"])  # fmt: skip
+    assert log.stat().st_mtime_ns == stamp
+    raw = tiny + ["system.guidance.corrective_input=raw"]
+    check(run, CPU_CONFIG, str(bundled), tmp_path / "good", prompts, steps=30,
+          limits=A.Limits(reseeds=0), overrides=raw)  # fmt: skip
     assert log.stat().st_mtime_ns != stamp
-    assert "corrective_input: clamped" in (parsed / "parsed.yaml").read_text()
+    assert "corrective_input: raw" in (parsed / "parsed.yaml").read_text()
 
     prior = SimpleNamespace(prior_id="objects-if-32", resolution=32, num_train_timesteps=1000)
     eye = 30 * torch.eye(3, dtype=torch.complex64).expand(2, 32, 17, 3, 3)

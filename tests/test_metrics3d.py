@@ -163,13 +163,13 @@ def test_bench_runs_per_seed():
 
     guidance = {"pretrained_model_name_or_path": "p", "loss_type": "lmc-sds"}
     one, three = guidance_runs(guidance), guidance_runs(guidance, parse_seeds("3"))
-    assert len(one) == 21 and {r.seed for r in one} == {0}
+    assert len(one) == 22 and {r.seed for r in one} == {0}
     assert one[0].spec.label == SUPERVISED and FIXED_EPS in {r.spec.label for r in one}
     # a plain run: the ceiling first, every label a real run, NFSD and CSD only on request
     assert DEFAULT_GUIDANCES[0] == SUPERVISED and len(set(DEFAULT_GUIDANCES)) == 10
     assert set(DEFAULT_GUIDANCES) < {r.spec.label for r in one}
     assert not any(g.startswith(("nfsd", "csd")) for g in DEFAULT_GUIDANCES)
-    assert len(three) == 21 * 3
+    assert len(three) == 22 * 3
     # --guidances remedies: each base with each remedy, and only the remedy differs
     from lmcsds.evaluation.bench3d.runs import REMEDY_GUIDANCES
 
@@ -183,6 +183,9 @@ def test_bench_runs_per_seed():
             variant = specs[f"{base}-{remedy}"]
             assert {k: v for k, v in variant.items() if specs[base].get(k) != v
                     and not k.startswith("inversion_")} == changed  # fmt: skip
+    # the paper's raw corrective input beside the default (clamped, from the base config)
+    raw = {k: v for k, v in specs["lmc-sds-w10-raw"].items() if specs["lmc-sds-w10"].get(k) != v}
+    assert raw == {"corrective_input": "raw"}
     assert sorted(r.name for r in three if r.spec.label == "lmc-sds-w10") == [
         "lmc-sds-w10-s0", "lmc-sds-w10-s1", "lmc-sds-w10-s2"]  # fmt: skip
     assert [r.seed for r in guidance_runs(guidance, parse_seeds("5,9"))][:2] == [5, 9]

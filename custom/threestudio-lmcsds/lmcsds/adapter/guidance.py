@@ -76,9 +76,11 @@ class LMCSDSDeepFloydGuidance(BaseObject):
         corrective_path: str = DEFAULT_CORRECTIVE
         # Eq. 10 statistics: null takes the corrective's own; global | per_channel | none
         corrective_normalization: Optional[str] = None
-        # raw (the paper) | clamped: the corrective sees the render clamped to [-1, 1], the
-        # part outside passes through (docs/results/corrective-seeds)
-        corrective_input: str = "raw"
+        # clamped: the corrective sees the render clamped to [-1, 1], the part outside passes
+        # through (no runaway on five recipe seeds, where raw ran away on three:
+        # docs/results/corrective-seeds); raw: the render as it is (the paper). The same
+        # wherever the render lies in [-1, 1]
+        corrective_input: str = "clamped"
         scale_by_omega: bool = True  # total gradient / omega, as in the paper
         fixed_noise: bool = False  # one eps per batch slot, used inside g_cond only
         noise_seed: int = 0

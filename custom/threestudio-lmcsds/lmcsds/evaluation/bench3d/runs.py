@@ -111,6 +111,8 @@ def run_specs(guidance: dict, steps: int = 400, fixed_omega: float = 20.0) -> Li
         RunSpec("sds-w101", LMCSDS, dict(sds, guidance_scale=101.0),
                 "SDS at omega 101 (scale 100) at the prior's resolution"),
         RunSpec("lmc-sds-w10", LMCSDS, dict(lmc, guidance_scale=10.0), "LMC-SDS, omega 10"),
+        RunSpec("lmc-sds-w10-raw", LMCSDS, dict(lmc, guidance_scale=10.0, corrective_input="raw"),
+                "LMC-SDS, omega 10, the corrective sees the raw render (the paper's)"),
         RunSpec("lmc-sds-w20", LMCSDS, dict(lmc, guidance_scale=20.0), "LMC-SDS, omega 20"),
         RunSpec(FIXED_EPS, LMCSDS, dict(lmc, guidance_scale=fixed_omega, fixed_noise=True),
                 f"LMC-SDS, omega {fixed_omega:g}, fixed eps"),
