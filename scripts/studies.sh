@@ -1,0 +1,23 @@
+#!/bin/bash
+# The open CPU studies, in the order they are run; each is resumable and keeps its finished
+# records under docs/results, so a session starts this, commits what finished before it
+# stops, and the next session starts it again. Needs `make setup` first.
+#
+#   nohup scripts/studies.sh > studies.log 2>&1 &
+#
+#   1. short-recipe.sh       how 3D quality falls with shorter corrective recipes (clamped input)
+#   2. spectral-clamped.sh   the closed-form spectral corrective in 3D with the clamped input
+#   3. remeasure.sh          the 3D benchmark's full set, 8 prompts x 3 seeds (docs/bench3d.md)
+#   4. the remedies for detail on the patterned and asymmetric prompts (docs/detail-3d.md),
+#      into the re-measure's folder (it shares its plain runs)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+INPUT=clamped "$ROOT/scripts/short-recipe.sh"
+"$ROOT/scripts/spectral-clamped.sh"
+"$ROOT/scripts/remeasure.sh"
+SRC=$ROOT/build/remedies-src
+. "$ROOT/scripts/frozen-worktree.sh"
+cd "$SRC"
+"$PY" -m lmcsds bench3d --threestudio "$RUN" --config configs/lmcsds-dreamfusion-cpu.yaml \
+    --out "$ROOT/docs/results/bench3d-full" --seeds 3 --jobs 2 --guidances remedies \
+    --tables remedies --prompts "a photo of a red checkered mug;a photo of a green striped mug;a photo of a blue striped sphere;a photo of a purple chair"
