@@ -3,8 +3,8 @@
 import torch
 import torch.nn.functional as F
 
+from lmcsds.core.spectra import high_frequency_energy, radial_power_spectrum
 from lmcsds.evaluation import metrics as M
-from lmcsds.evaluation.spectra import high_frequency_energy, radial_power_spectrum
 
 
 def photos(n=8, size=32, seed=0):

@@ -31,10 +31,10 @@ from ..core.checkpoint import load_corrective  # noqa: E402
 from ..core.gradients import NFSD_NEGATIVE_PROMPT  # noqa: E402
 from ..core.lmc_sds import StepConfig  # noqa: E402
 from ..core.prior import IFPrior  # noqa: E402
+from ..core.spectra import radial_power_spectrum  # noqa: E402
 from ..core.text import encode_prompts  # noqa: E402
 from . import metrics as M  # noqa: E402
 from .optimise import OptimConfig, optimise  # noqa: E402
-from .spectra import radial_power_spectrum  # noqa: E402
 
 PRIOR = "load/lmcsds/priors/fmnist-if-32"
 CORRECTIVE = "load/lmcsds/correctives/fmnist-if-32.safetensors"

@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .spectra import high_frequency_energy
+from ..core.spectra import high_frequency_energy
 
 DERIVATIVE_RANGE, DERIVATIVE_BINS = 1.0, 100
 

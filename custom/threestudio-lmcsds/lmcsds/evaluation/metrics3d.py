@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .spectra import radial_power_spectrum
+from ..core.spectra import radial_power_spectrum
 
 THRESHOLD = 0.5  # a pixel (or a ray) is covered where its opacity exceeds this
 TIE_IOU = 0.02  # turns whose silhouettes fit within this of the best are told apart by colour

@@ -29,7 +29,7 @@ from ..core import gradients as G  # noqa: E402
 from ..core.checkpoint import load_corrective  # noqa: E402
 from ..core.noise import seeded_generator  # noqa: E402
 from ..core.prior import IFPrior  # noqa: E402
-from ..evaluation.spectra import radial_power_spectrum  # noqa: E402
+from ..core.spectra import radial_power_spectrum  # noqa: E402
 from .images import CropSampler  # noqa: E402
 
 BUCKETS = [(20, 200), (200, 400), (400, 600), (600, 800), (800, 981)]
