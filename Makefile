@@ -14,7 +14,7 @@ test:
 	$(PY) -m pytest -q -n $(TEST_JOBS) tests
 
 # the unit tests (no launch.py runs, no training): under a minute
-FAST_TESTS := gradients noise step checkpoint metrics metrics3d stats term_bias objects3d threestudio setup cli
+FAST_TESTS := gradients noise step checkpoint metrics metrics3d stats term_bias objects3d threestudio setup cli classifier_training
 test-fast:
 	$(PY) -m pytest -q $(foreach t,$(FAST_TESTS),tests/test_$(t).py)
 

@@ -16,7 +16,7 @@ CLASSIFIER = LOAD / "priors" / "fmnist-classifier.safetensors"
 
 
 def fmnist_available() -> bool:
-    from lmcsds.training.fashion_mnist import FMNIST_DIR
+    from lmcsds.priors.fmnist_data import FMNIST_DIR
 
     return (Path(FMNIST_DIR) / "t10k-images-idx3-ubyte.gz").exists()
 
@@ -28,7 +28,7 @@ needs_fmnist = pytest.mark.skipif(
 
 def test_committed_prior_corrective_and_classifier_load_and_check():
     from lmcsds.core import IFPrior, load_corrective
-    from lmcsds.evaluation.classifier import load_classifier
+    from lmcsds.priors.fmnist_classifier import load_classifier
 
     prior = IFPrior.from_pretrained(str(PRIOR), device="cpu", half_precision=False)
     assert (prior.prior_id, prior.resolution) == ("fmnist-if-32", 32)
@@ -43,8 +43,8 @@ def test_committed_prior_corrective_and_classifier_load_and_check():
 
 @needs_fmnist
 def test_classifier_accuracy_on_real_test_images():
-    from lmcsds.evaluation.classifier import accuracy, load_classifier
-    from lmcsds.training.fashion_mnist import load_split
+    from lmcsds.priors.fmnist_classifier import accuracy, load_classifier
+    from lmcsds.priors.fmnist_data import load_split
 
     x, y = load_split("test")
     assert accuracy(load_classifier(str(CLASSIFIER)), x[:2000], y[:2000]) > 0.85
@@ -111,7 +111,7 @@ def test_committed_corrective_is_stable_on_held_out_images(tmp_path):
     grows under g_lmc (the paper-UNet corrective failed exactly this: colour gains < 0)."""
     from lmcsds.core import IFPrior
     from lmcsds.core.text import encode_prompts
-    from lmcsds.training.fashion_mnist import export_pngs
+    from lmcsds.priors.fmnist_data import export_pngs
     from lmcsds.training.images import scan_images
     from lmcsds.training.report import corrective_report
 

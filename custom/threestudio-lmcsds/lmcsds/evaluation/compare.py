@@ -264,7 +264,7 @@ def foreground_fraction(images: torch.Tensor, threshold: float = -0.9) -> float:
 
 
 def _fashion_mnist_class(prompt: str) -> Optional[int]:
-    from ..training.fashion_mnist import CLASS_NAMES, TEMPLATES, class_prompt
+    from ..priors.fmnist_data import CLASS_NAMES, TEMPLATES, class_prompt
 
     for c in range(len(CLASS_NAMES)):
         if any(prompt.strip().lower() == class_prompt(c, k) for k in range(len(TEMPLATES))):
@@ -280,12 +280,12 @@ def render_metrics(
     cls = _fashion_mnist_class(prompt)
     real, classifier = None, None
     if cls is not None:
-        from ..training.fashion_mnist import load_split
+        from ..priors.fmnist_data import load_split
 
         x, y = load_split("test")
         real = x[y == cls][:200]
         if classifier_path and Path(classifier_path).is_file():
-            from .classifier import load_classifier
+            from ..priors.fmnist_classifier import load_classifier
 
             classifier = load_classifier(classifier_path)
     rows = []

@@ -106,8 +106,8 @@ def fashion_mnist_setup(
 ) -> Setup:
     """The Fashion-MNIST prior scored per class; ``prompts`` (one per entry of ``classes``)
     replace the class prompts, e.g. other wordings of the same classes."""
-    from ..training.fashion_mnist import class_prompt, load_split
-    from .classifier import load_classifier
+    from ..priors.fmnist_classifier import load_classifier
+    from ..priors.fmnist_data import class_prompt, load_split
 
     prior, corrective, normalization = _prior_and_corrective(prior_path, corrective_path)
     if prompts is not None and len(prompts) != len(classes):
@@ -440,7 +440,7 @@ def editing(
 def read_prompts(path: str) -> Tuple[List[str], Optional[List[int]]]:
     """Prompts of a --prompts file, one per line, each optionally "LABEL | prompt" with LABEL a
     Fashion-MNIST class (0-9 or its name); labels must be given on every line or on none."""
-    from ..training.fashion_mnist import CLASS_NAMES
+    from ..priors.fmnist_data import CLASS_NAMES
 
     names = {n: i for i, n in enumerate(CLASS_NAMES)}
     lines = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]

@@ -28,7 +28,7 @@ class PriorData:
 
 def fashion_mnist() -> PriorData:
     """Fashion-MNIST (60k training images), one of 4 prompt paraphrases per image."""
-    from ..training.fashion_mnist import TEMPLATES, all_prompts, load_split
+    from .fmnist_data import TEMPLATES, all_prompts, load_split
 
     images, labels = load_split("train")
     n_templates = len(TEMPLATES)

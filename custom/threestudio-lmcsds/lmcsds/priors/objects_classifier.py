@@ -13,19 +13,17 @@ of the prior's clearly drawn mugs, cones and snowmen "cube" or "sphere".
 
 import argparse
 import json
-from pathlib import Path
 from typing import Dict
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
-from tqdm import tqdm
 
 from ..commands import module_main
-from ..core.atomic import atomic_write
 from .cameras import VIEWS
+from .classifier_training import fit_epochs, save_classifier
 from .objects3d import ASYMMETRIC, COLOURS, PATTERNS, SHAPES, all_specs
 from .objects_data import ObjectRenders, load_or_render, render_views
 
@@ -118,31 +116,20 @@ def train_object_classifier(
     x, labels = data.float_images(), data.labels()
     asym = _asymmetric(labels)
     model = ObjectClassifier()
-    opt = torch.optim.AdamW(model.parameters(), 1e-3, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(seed)
-    steps = epochs * (len(x) // batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=steps)
-    bar = tqdm(total=steps, desc="train object classifier")
-    for _ in range(epochs):
-        perm = torch.randperm(len(x))
-        for i in range(len(x) // batch_size):
-            idx = perm[i * batch_size : (i + 1) * batch_size]
-            logits = model(augment(x[idx], gen))
-            loss = sum(
-                F.cross_entropy(logits[k], labels[idx, j])
-                for j, k in enumerate(HEADS)
-                if k != "view"
-            )
-            view_rows = asym[idx]  # the view of a symmetric shape cannot be told
-            if view_rows.any():
-                loss = loss + F.cross_entropy(logits["view"][view_rows], labels[idx][view_rows, 3])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    bar.close()
+
+    def loss_of(idx: Tensor) -> Tensor:
+        logits = model(augment(x[idx], gen))
+        loss = sum(
+            F.cross_entropy(logits[k], labels[idx, j]) for j, k in enumerate(HEADS) if k != "view"
+        )
+        view_rows = asym[idx]  # the view of a symmetric shape cannot be told
+        if view_rows.any():
+            loss = loss + F.cross_entropy(logits["view"][view_rows], labels[idx][view_rows, 3])
+        return loss
+
+    opt = torch.optim.AdamW(model.parameters(), 1e-3, weight_decay=1e-4)
+    fit_epochs(opt, loss_of, len(x), epochs, batch_size, "train object classifier")
     model.eval()
     result = {
         "test_accuracy": accuracies(model, test),
@@ -154,9 +141,7 @@ def train_object_classifier(
         "seed": seed,
         "version": __version__,
     }
-    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
-    atomic_write(out, lambda tmp: save_file(tensors, tmp))
-    Path(out).with_suffix(".json").write_text(json.dumps(result, indent=2))
+    save_classifier(out, model, result)
     print(f"classifier saved to {out}: test accuracy {json.dumps(result['test_accuracy'])}")
     return result
 

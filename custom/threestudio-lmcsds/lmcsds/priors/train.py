@@ -187,7 +187,7 @@ def sample_grid(
     from diffusers import IFPipeline
 
     from ..core.text import encode_prompts
-    from ..training.fashion_mnist import CLASS_NAMES, class_prompt
+    from .fmnist_data import CLASS_NAMES, class_prompt
 
     pipe = IFPipeline.from_pretrained(
         prior_dir, text_encoder=None, safety_checker=None, watermarker=None,

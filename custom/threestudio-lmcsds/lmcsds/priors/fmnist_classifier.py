@@ -3,22 +3,19 @@ and the feature space of the distribution metrics (the role of Inception / LPIPS
 
 Input: (B, 3, 32, 32) in [-1, 1] as the prior produces them (channels are averaged to grey).
 
-    python -m lmcsds.evaluation.classifier --out load/lmcsds/priors/fmnist-classifier.safetensors
+    python -m lmcsds.priors.fmnist_classifier --out load/lmcsds/priors/fmnist-classifier.safetensors
 """
 
 import argparse
-import json
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
-from tqdm import tqdm
 
 from ..commands import module_main
-from ..core.atomic import atomic_write
+from .classifier_training import fit_epochs, save_classifier
 
 FEATURES = 128
 
@@ -60,31 +57,20 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch: int = 1000) -> float
 
 def train_classifier(out: str, epochs: int = 2, batch_size: int = 128, seed: int = 0) -> dict:
     from .. import __version__
-    from ..training.fashion_mnist import load_split
+    from .fmnist_data import load_split
 
     torch.manual_seed(seed)
     x, y = load_split("train")
     x_test, y_test = load_split("test")
     model = FashionClassifier()
+
+    def loss_of(idx: Tensor) -> Tensor:
+        shift = torch.randint(-2, 3, (2,))  # light augmentation: small translations
+        xb = torch.roll(x[idx], shifts=(int(shift[0]), int(shift[1])), dims=(2, 3))
+        return F.cross_entropy(model(xb), y[idx])
+
     opt = torch.optim.Adam(model.parameters(), 1e-3)
-    steps = epochs * (len(x) // batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=steps)
-    bar = tqdm(total=steps, desc="train classifier")
-    for _ in range(epochs):
-        perm = torch.randperm(len(x))
-        for i in range(len(x) // batch_size):
-            idx = perm[i * batch_size : (i + 1) * batch_size]
-            xb = x[idx]
-            shift = torch.randint(-2, 3, (2,))  # light augmentation: small translations
-            xb = torch.roll(xb, shifts=(int(shift[0]), int(shift[1])), dims=(2, 3))
-            loss = F.cross_entropy(model(xb), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    bar.close()
+    fit_epochs(opt, loss_of, len(x), epochs, batch_size, "train classifier")
     model.eval()
     result = {
         "test_accuracy": accuracy(model, x_test, y_test),
@@ -93,14 +79,7 @@ def train_classifier(out: str, epochs: int = 2, batch_size: int = 128, seed: int
         "seed": seed,
         "version": __version__,
     }
-    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
-    atomic_write(
-        out,
-        lambda tmp: save_file(
-            tensors, tmp, metadata={"test_accuracy": str(result["test_accuracy"])}
-        ),
-    )
-    Path(out).with_suffix(".json").write_text(json.dumps(result, indent=2))
+    save_classifier(out, model, result, {"test_accuracy": str(result["test_accuracy"])})
     print(f"classifier saved to {out}: test accuracy {result['test_accuracy']:.4f}")
     return result
 
