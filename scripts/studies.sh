@@ -5,15 +5,15 @@
 #
 #   nohup scripts/studies.sh > studies.log 2>&1 &
 #
-#   1. short-recipe.sh       how 3D quality falls with shorter corrective recipes (clamped input)
-#   2. spectral-clamped.sh   the closed-form spectral corrective in 3D with the clamped input
+#   1. spectral-clamped.sh   the closed-form spectral corrective in 3D with the clamped input
+#   2. short-recipe.sh       how 3D quality falls with shorter corrective recipes (clamped input)
 #   3. remeasure.sh          the 3D benchmark's full set, 8 prompts x 3 seeds (docs/bench3d.md)
 #   4. the remedies for detail on the patterned and asymmetric prompts (docs/detail-3d.md),
 #      into the re-measure's folder (it shares its plain runs)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-INPUT=clamped "$ROOT/scripts/short-recipe.sh"
 "$ROOT/scripts/spectral-clamped.sh"
+INPUT=clamped "$ROOT/scripts/short-recipe.sh"
 "$ROOT/scripts/remeasure.sh"
 SRC=$ROOT/build/remedies-src
 . "$ROOT/scripts/frozen-worktree.sh"
