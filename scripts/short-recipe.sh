@@ -10,6 +10,9 @@
 #   paper    32 filters, 4 levels (suppl. A) 1, 1/8
 #   small    8 filters, 2 levels             1, 1/8
 #
+# and, as the control added after the first two results (bundled-1of8 beat bundled-1 in IoU),
+# "identity": the residual U-Net untrained (0 steps: its zero last layer makes bhat(z) = z), so
+# LMC-SDS without anything learned;
 # all with the bundled recipe's residual form, Adam 1e-3, batch 64 and "global<700". On a GPU
 # the time of a recipe is its triplets' prior passes plus its steps (docs/benchmark.md), so a
 # fraction f of the paper's recipe is about f x 7.6 H100-hours. Each corrective: the offline
@@ -45,6 +48,7 @@ RUNS=(
     "bundled-1 16 3 1500 3072"
     "bundled-1of8 16 3 188 384"
     "small-1of8 8 2 188 384"
+    "identity 16 3 0 128"
     "paper-1of8 32 4 188 384"
     "bundled-1of2 16 3 750 1536"
     "bundled-steps1of2-triplets1of8 16 3 750 384"

@@ -42,7 +42,8 @@ def row(folder: Path, spec: dict, variant: str, reference: dict) -> dict:
     return {
         "name": folder.name,
         **spec,
-        "hours_if_xl": f_t * PRIOR_HOURS + f_s * STEP_HOURS,
+        # 0 steps is the untrained residual network, bhat(z) = z: it needs no triplets either
+        "hours_if_xl": f_t * PRIOR_HOURS + f_s * STEP_HOURS if spec["steps"] else 0.0,
         "rel_err": report["overall"]["rel_err_mc"],
         "check": check["verdict"],
         "runs": len(runs),
