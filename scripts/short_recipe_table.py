@@ -24,6 +24,8 @@ from lmcsds.evaluation.stats import bootstrap_mean, excludes_zero  # noqa: E402
 
 REFERENCE = "bundled-1"
 FULL_STEPS, FULL_TRIPLETS = 1500, 3072
+# paired beside the verdict's IoU (reported, not judged: the rule was fixed on IoU alone)
+SECONDARY = ("iou", "delta_e_pixel", "detail_ratio")
 PRIOR_HOURS, STEP_HOURS = 3_000_000 / 169.3 / 3600, 750_000 / 78.0 / 3600
 
 
@@ -32,12 +34,16 @@ def row(folder: Path, spec: dict, variant: str, reference: dict) -> dict:
     check_path = folder / f"check-{variant}" / "check.json"
     check = json.loads(check_path.read_text()) if check_path.exists() else {"verdict": "-"}
     runs = records(folder / f"bench-{variant}")
-    groups, paired = {}, {}
+    groups, paired = {}, {m: {} for m in SECONDARY}
     for (prompt, s3), scores in runs.items():
         groups.setdefault(prompt, []).append(scores["iou"])
         if (prompt, s3) in reference and folder.name != REFERENCE:
-            paired.setdefault(prompt, []).append(scores["iou"] - reference[(prompt, s3)]["iou"])
-    diff = bootstrap_mean(paired) if paired else (float("nan"),) * 3
+            for m in SECONDARY:
+                d = scores[m] - reference[(prompt, s3)][m]
+                paired[m].setdefault(prompt, []).append(d)
+    nan3 = (float("nan"),) * 3
+    diffs = {m: bootstrap_mean(paired[m]) if paired[m] else nan3 for m in SECONDARY}
+    diff = diffs["iou"]
     f_s, f_t = spec["steps"] / FULL_STEPS, spec["triplets"] / FULL_TRIPLETS
     return {
         "name": folder.name,
@@ -49,6 +55,7 @@ def row(folder: Path, spec: dict, variant: str, reference: dict) -> dict:
         "runs": len(runs),
         "iou": bootstrap_mean(groups),
         "diff": diff,
+        "diffs": diffs,
         "worse": excludes_zero(diff[1], diff[2]) and diff[2] < 0,
         "runaway": sum(s.get("runaway", 0.0) > 0 for s in runs.values()),
         "empty": sum(s["empty"] > 0 for s in runs.values()),
@@ -88,6 +95,13 @@ def main() -> None:
         print(f"| {r['name']} | {r['channels']} / {r['depth']} | {r['steps']} | {r['triplets']} | "
               f"{r['hours_if_xl']:.1f} | {r['rel_err']:.3f} | {r['check']} | {r['runs']} | "
               f"{interval(r['iou'])} | {diff} | {r['runaway']} | {r['empty']} |")  # fmt: skip
+    print("\nPaired differences to the full bundled recipe in the other headline scores "
+          "(Delta E per pixel: lower is better; detail ratio: 1 is the truth):\n")
+    print("| corrective | Delta E per pixel | detail ratio |\n|---|---|---|")
+    for r in rows:
+        if r["name"] != REFERENCE:
+            print(f"| {r['name']} | {interval(r['diffs']['delta_e_pixel'])} | "
+                  f"{interval(r['diffs']['detail_ratio'])} |")  # fmt: skip
     (root / f"table-{args.input}.json").write_text(json.dumps(rows, indent=1))
 
 
