@@ -95,8 +95,10 @@ def main() -> None:
         print(f"| {r['name']} | {r['channels']} / {r['depth']} | {r['steps']} | {r['triplets']} | "
               f"{r['hours_if_xl']:.1f} | {r['rel_err']:.3f} | {r['check']} | {r['runs']} | "
               f"{interval(r['iou'])} | {diff} | {r['runaway']} | {r['empty']} |")  # fmt: skip
-    print("\nPaired differences to the full bundled recipe in the other headline scores "
-          "(Delta E per pixel: lower is better; detail ratio: 1 is the truth):\n")
+    print(
+        "\nPaired differences to the full bundled recipe in the other headline scores "
+        "(Delta E per pixel: lower is better; detail ratio: 1 is the truth):\n"
+    )
     print("| corrective | Delta E per pixel | detail ratio |\n|---|---|---|")
     for r in rows:
         if r["name"] != REFERENCE:

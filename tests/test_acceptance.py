@@ -120,6 +120,15 @@ def test_an_emptied_scene_is_found_from_the_sparsity_loss():
     assert A.emptied_at([]) is None
     row = A.trace_summary([5.0] * 40, [20.0] * 40, 0, trace)
     assert row["emptied_at"] == 10 and A.run_reasons(row, A.Limits(), "e") == []
+    # steps skipped once the scene is empty (loss_orient's 0/0) are not the corrective's failure
+    late = A.trace_summary([5.0] * 40, [20.0] * 40, 12, trace, skipped_from=28)
+    assert late["skipped"] == 0 and late["skipped_when_empty"] == 12
+    assert A.run_reasons(late, A.Limits(), "late") == []
+    # skips from before the scene emptied, or in a scene that never emptied, still fail
+    for losses, first in ((trace, 9), ([sparsity(blob)] * 40, 28)):
+        early = A.trace_summary([5.0] * 40, [20.0] * 40, 12, losses, skipped_from=first)
+        assert early["skipped"] == 12 and early["skipped_when_empty"] == 0
+        assert "12 steps skipped" in A.run_reasons(early, A.Limits(), "early")[0]
 
 
 @pytest.mark.threestudio

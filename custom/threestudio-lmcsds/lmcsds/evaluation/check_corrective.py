@@ -38,16 +38,18 @@ from .compare import (  # noqa: E402
 
 
 def guidance_traces(trial: Path) -> dict:
-    """Per logged step: ||g_lmc||, ||g_cond||, the sparsity loss, and the running count of
-    skipped steps."""
+    """Per logged step: ||g_lmc||, ||g_cond|| and the sparsity loss; the count of skipped steps
+    and the logged step of the first (None when none)."""
     by_step = {int(r["step"]): r for r in metric_rows(trial) if r.get("train/g_lmc_norm")}
     rows = [by_step[s] for s in sorted(by_step)]
     sparsity = {int(r["step"]): float(r["train/loss_sparsity"])
                 for r in metric_rows(trial, "train/loss_sparsity")}  # fmt: skip
+    skipped = [float(r.get("train/skipped_steps") or 0) for r in rows]  # a running count
     return {
         "g_lmc": [float(r["train/g_lmc_norm"]) for r in rows],
         "g_cond": [float(r["train/g_cond_norm"]) for r in rows],
-        "skipped": max([float(r.get("train/skipped_steps") or 0) for r in rows], default=0.0),
+        "skipped": max(skipped, default=0.0),
+        "skipped_from": next((i for i, k in enumerate(skipped) if k > 0), None),
         "sparsity": [sparsity[s] for s in sorted(sparsity)],
     }
 
@@ -172,14 +174,16 @@ def markdown(result: dict) -> str:
     ]
     for r in result["runs"]:
         empty = "-" if r.get("emptied_at") is None else r["emptied_at"]
+        late = r.get("skipped_when_empty", 0)
+        skips = f"{r['skipped']:.0f}" + (f" (+{late:.0f} when empty)" if late else "")
         lines.append(f"| {r['prompt']} | {r.get('seed', result['seed'])} | {r['steps']} | "
                      f"{r['ratio']:.3g} | {r['growth']:.3g} | {r['peak_g_lmc']:.3g} "
                      f"({r['spike']:.3g}) | "
-                     f"{r['skipped']:.0f} | {empty} |")  # fmt: skip
+                     f"{skips} | {empty} |")  # fmt: skip
     lim = result["limits"]
     lines += ["", f"Fails above a ratio of {lim['ratio_limit']:g}, a growth of "
               f"{lim['growth_limit']:g} or a peak of {lim['spike_limit']:g}x the median, "
-              f"or on any skipped step; warns above a ratio of "
+              f"or on any step skipped before the scene emptied; warns above a ratio of "
               f"{lim['warn_ratio']:g}. A run whose scene emptied (sparsity loss at its floor) "
               f"is tried again at the next seed, up to {lim.get('reseeds', 0)} times.", ""]  # fmt: skip
     lines += [f"- **fail**: {r}" for r in result["failures"]]

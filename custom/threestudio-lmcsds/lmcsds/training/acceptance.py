@@ -14,7 +14,11 @@ per-step guidance norms:
   runaway is a burst late in the run that the medians above miss (a recipe seed's 3D runs: peaks
   of 1e5-4e6 times the median, ratio <= 0.35, growth <= 2.1); stable runs peak at 5-35 times
   their median (the warm-up's first large steps), the check's runaways at 224-849;
-- **non-finite**: steps skipped for non-finite gradients or renders.
+- **non-finite**: steps skipped for non-finite gradients or renders. Skips that begin only after
+  the scene emptied are not counted (reported as ``skipped_when_empty``): threestudio's
+  orientation loss divides by the total opacity, so an empty scene makes the loss 0/0 whatever the
+  guidance (small-1 of the short-recipe study: emptied at step 27, g_lmc finite throughout, the
+  first skip at step 57); the empty run itself is handled below.
 
 A run whose ||g_lmc|| / ||g_cond|| lies between ``warn_ratio`` and ``ratio_limit`` warns.
 
@@ -94,17 +98,25 @@ def emptied_at(sparsity: Sequence[float]) -> Optional[int]:
 
 
 def trace_summary(
-    g_lmc: Sequence[float], g_cond: Sequence[float], skipped: float, sparsity: Sequence[float] = ()
+    g_lmc: Sequence[float],
+    g_cond: Sequence[float],
+    skipped: float,
+    sparsity: Sequence[float] = (),
+    skipped_from: Optional[int] = None,
 ) -> dict:
-    """A run's numbers from its per-step ||g_lmc||, ||g_cond||, skipped-step count and (when
-    logged) sparsity loss."""
+    """A run's numbers from its per-step ||g_lmc||, ||g_cond||, skipped-step count, (when
+    logged) sparsity loss and the logged step of its first skip (None: unknown or none)."""
     n = len(g_lmc)
     half = range(n // 2, n)
     ratio = _median([g_lmc[i] / max(g_cond[i], 1e-12) for i in half])
     growth = _median(g_lmc[3 * n // 4 :]) / max(_median(g_lmc[n // 4 : n // 2]), 1e-12)
     peak = max(g_lmc, default=float("nan"))
-    return {"steps": n, "ratio": ratio, "growth": growth, "skipped": skipped, "peak_g_lmc": peak,
-            "spike": peak / max(_median(g_lmc), 1e-12), "emptied_at": emptied_at(sparsity)}  # fmt: skip
+    empty = emptied_at(sparsity)
+    when_empty = empty is not None and skipped_from is not None and skipped_from >= empty
+    return {"steps": n, "ratio": ratio, "growth": growth,
+            "skipped": 0.0 if when_empty else skipped,
+            "skipped_when_empty": skipped if when_empty else 0.0, "peak_g_lmc": peak,
+            "spike": peak / max(_median(g_lmc), 1e-12), "emptied_at": empty}  # fmt: skip
 
 
 def ran_away(row: dict, limits: Limits) -> bool:
