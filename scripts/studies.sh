@@ -10,7 +10,8 @@
 #   3. remeasure.sh          the 3D benchmark's full set, 8 prompts x 3 seeds (docs/bench3d.md)
 #   4. the remedies for detail on the patterned and asymmetric prompts (docs/detail-3d.md),
 #      into the re-measure's folder (it shares its plain runs)
-#   5. translator-study.sh   the translation network trained with each of four losses, 2 seeds
+#   5. mesh-stage.sh         the mesh stage (bench3d --refine) over 3 seeds, 3 prompts
+#   6. translator-study.sh   the translation network trained with each of four losses, 2 seeds
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 "$ROOT/scripts/spectral-clamped.sh"
@@ -22,4 +23,5 @@ cd "$SRC"
 "$PY" -m lmcsds bench3d --threestudio "$RUN" --config configs/lmcsds-dreamfusion-cpu.yaml \
     --out "$ROOT/docs/results/bench3d-full" --seeds 3 --jobs 2 --guidances remedies \
     --tables remedies --prompts "a photo of a red checkered mug;a photo of a green striped mug;a photo of a blue striped sphere;a photo of a purple chair"
+"$ROOT/scripts/mesh-stage.sh"
 "$ROOT/scripts/translator-study.sh"
