@@ -8,7 +8,7 @@ one H100 is f_t x 4.9 h of prior passes (3M triplets at 169.3/s, compiled) plus 
 corrective steps (750K at 78/s, the paper's size; a smaller corrective steps faster, so its
 figure is an upper bound): docs/benchmark.md. A run ran away by the acceptance check's rules
 over the whole 3D run (its record's ``runaway``). The 3D difference is paired per prompt and
-3D seed against the full bundled recipe of the same study.
+3D seed against the full bundled recipe of the same study, or against ``--reference``.
 """
 
 import argparse
@@ -29,7 +29,7 @@ SECONDARY = ("iou", "delta_e_pixel", "detail_ratio")
 PRIOR_HOURS, STEP_HOURS = 3_000_000 / 169.3 / 3600, 750_000 / 78.0 / 3600
 
 
-def row(folder: Path, spec: dict, variant: str, reference: dict) -> dict:
+def row(folder: Path, spec: dict, variant: str, reference: dict, ref_name: str) -> dict:
     report = json.loads((folder / "report" / "report.json").read_text())
     check_path = folder / f"check-{variant}" / "check.json"
     check = json.loads(check_path.read_text()) if check_path.exists() else {"verdict": "-"}
@@ -37,7 +37,7 @@ def row(folder: Path, spec: dict, variant: str, reference: dict) -> dict:
     groups, paired = {}, {m: {} for m in SECONDARY}
     for (prompt, s3), scores in runs.items():
         groups.setdefault(prompt, []).append(scores["iou"])
-        if (prompt, s3) in reference and folder.name != REFERENCE:
+        if (prompt, s3) in reference and folder.name != ref_name:
             for m in SECONDARY:
                 d = scores[m] - reference[(prompt, s3)][m]
                 paired[m].setdefault(prompt, []).append(d)
@@ -78,33 +78,38 @@ def main() -> None:
     p.add_argument(
         "--input", required=True, help="corrective_input of the benchmark: raw | clamped"
     )
+    p.add_argument("--reference", default=REFERENCE,
+                   help=f"the corrective the paired differences are taken to (default {REFERENCE})")  # fmt: skip
     args = p.parse_args()
-    root = Path(args.root)
-    reference = records(root / REFERENCE / f"bench-{args.input}")
-    rows = [row(root / name, spec, args.input, reference)
+    root, ref = Path(args.root), args.reference
+    if not (root / ref / f"bench-{args.input}").is_dir():
+        p.error(f"--reference {ref}: no {root / ref / f'bench-{args.input}'}")
+    reference = records(root / ref / f"bench-{args.input}")
+    rows = [row(root / name, spec, args.input, reference, ref)
             for name, spec in specs(ROOT / "scripts" / "short-recipe.sh").items()
             if (root / name / "report" / "report.json").exists()]  # fmt: skip
     print(
         "| corrective | filters / levels | steps | distinct triplets | predicted IF-I-XL "
-        "H100-hours | rel. error | check | 3D runs | IoU | IoU - full bundled (paired) | "
+        f"H100-hours | rel. error | check | 3D runs | IoU | IoU - {ref} (paired) | "
         "ran away | emptied |"
     )
     print("|---" * 12 + "|")
     for r in rows:
-        diff = "-" if r["name"] == REFERENCE else interval(r["diff"])
+        diff = "-" if r["name"] == ref else interval(r["diff"])
         print(f"| {r['name']} | {r['channels']} / {r['depth']} | {r['steps']} | {r['triplets']} | "
               f"{r['hours_if_xl']:.1f} | {r['rel_err']:.3f} | {r['check']} | {r['runs']} | "
               f"{interval(r['iou'])} | {diff} | {r['runaway']} | {r['empty']} |")  # fmt: skip
     print(
-        "\nPaired differences to the full bundled recipe in the other headline scores "
+        f"\nPaired differences to {ref} in the other headline scores "
         "(Delta E per pixel: lower is better; detail ratio: 1 is the truth):\n"
     )
     print("| corrective | Delta E per pixel | detail ratio |\n|---|---|---|")
     for r in rows:
-        if r["name"] != REFERENCE:
+        if r["name"] != ref:
             print(f"| {r['name']} | {interval(r['diffs']['delta_e_pixel'])} | "
                   f"{interval(r['diffs']['detail_ratio'])} |")  # fmt: skip
-    (root / f"table-{args.input}.json").write_text(json.dumps(rows, indent=1))
+    suffix = "" if ref == REFERENCE else f"-vs-{ref}"
+    (root / f"table-{args.input}{suffix}.json").write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":
