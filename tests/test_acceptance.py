@@ -131,6 +131,27 @@ def test_an_emptied_scene_is_found_from_the_sparsity_loss():
         assert "12 steps skipped" in A.run_reasons(early, A.Limits(), "early")[0]
 
 
+def test_traces_from_a_run_log_place_the_first_skip_after_the_scene_emptied(tmp_path):
+    """A launch.py CSV log as the system writes it (one row per step): the scene empties at
+    step 10, loss_orient turns 0/0 from step 25 on; the check reads the skips as the empty
+    scene's, not the corrective's."""
+    from lmcsds.evaluation.check_corrective import guidance_traces
+
+    log = tmp_path / "csv_logs" / "version_0" / "metrics.csv"
+    log.parent.mkdir(parents=True)
+    lines = ["step,train/loss_sds,train/g_lmc_norm,train/g_cond_norm,train/loss_sparsity,"
+             "train/skipped_steps"]  # fmt: skip
+    for step in range(40):
+        sparsity = 0.12 if step < 10 else 0.1
+        lines.append(f"{step},1.0,5.0,20.0,{sparsity},{max(0, step - 24)}")
+    log.write_text("\n".join(lines) + "\n")
+    traces = guidance_traces(tmp_path)
+    assert traces["skipped"] == 15 and traces["skipped_from"] == 25
+    row = A.trace_summary(**traces)
+    assert row["emptied_at"] == 10 and row["skipped"] == 0 and row["skipped_when_empty"] == 15
+    assert A.run_reasons(row, A.Limits(), "log") == []
+
+
 @pytest.mark.threestudio
 def test_check_passes_the_bundled_corrective_and_fails_an_amplifier(tmp_path):
     """Through launch.py: the bundled objects corrective passes; a corrective returning 30 z
