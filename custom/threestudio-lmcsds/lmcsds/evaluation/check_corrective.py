@@ -3,8 +3,9 @@
 Trains one short LMC-SDS run per prompt through threestudio's own ``launch.py`` (the base
 config with only the guidance's ``loss_type``, weight and ``corrective_path`` set) and judges
 each from its logged guidance norms (``training/acceptance.py``): a corrective whose g_lmc
-outgrows g_cond, grows geometrically, or makes steps non-finite before the scene emptied fails. With ``--images``, it
-also measures the stability gains of E[g_lmc] at out-of-range images (reported, not judged).
+outgrows g_cond, grows geometrically, or makes steps non-finite before the scene emptied
+fails. With ``--images``, it also measures the stability gains of E[g_lmc] at out-of-range
+images (reported, not judged).
 
     LMCSDS_DEVICE=cpu python -m lmcsds check-corrective --threestudio build/threestudio \\
         --config configs/lmcsds-dreamfusion-cpu.yaml \\
