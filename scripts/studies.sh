@@ -5,23 +5,28 @@
 #
 #   nohup scripts/studies.sh > studies.log 2>&1 &
 #
-#   1. spectral-clamped.sh   the closed-form spectral corrective in 3D with the clamped input
-#   2. short-recipe.sh       how 3D quality falls with shorter corrective recipes (clamped input)
-#   3. remeasure.sh          the 3D benchmark's full set, 8 prompts x 3 seeds (docs/bench3d.md)
+# Shortest first, so that each closes as early as the two cores allow (CPU hours with two
+# runs side by side, measured):
+#   1. spectral-clamped.sh   the closed-form spectral corrective in 3D with the clamped input (done)
+#   2. short-recipe.sh       how 3D quality falls with shorter corrective recipes (done)
+#   3. mesh-stage.sh         the mesh stage (bench3d --refine) over 3 seeds, 3 prompts (~3.5 h)
 #   4. the remedies for detail on the patterned and asymmetric prompts (docs/detail-3d.md),
-#      into the re-measure's folder (it shares its plain runs)
-#   5. mesh-stage.sh         the mesh stage (bench3d --refine) over 3 seeds, 3 prompts
-#   6. translator-study.sh   the translation network trained with each of four losses, 2 seeds
+#      into the re-measure's folder (it shares its plain runs; ~9 h)
+#   5. translator-study.sh   the translation network trained with each of four losses (~4-5 h)
+#   6. remeasure.sh          the 3D benchmark's full set, 8 prompts x 3 seeds (docs/bench3d.md):
+#      its headline runs are done, the rest of bench3d's default set (~20 h) comes last
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 "$ROOT/scripts/spectral-clamped.sh"
 INPUT=clamped "$ROOT/scripts/short-recipe.sh"
-"$ROOT/scripts/remeasure.sh"
-SRC=$ROOT/build/remedies-src
-. "$ROOT/scripts/frozen-worktree.sh"
-cd "$SRC"
-"$PY" -m lmcsds bench3d --threestudio "$RUN" --config configs/lmcsds-dreamfusion-cpu.yaml \
-    --out "$ROOT/docs/results/bench3d-full" --seeds 3 --jobs 2 --guidances remedies \
-    --tables remedies --prompts "a photo of a red checkered mug;a photo of a green striped mug;a photo of a blue striped sphere;a photo of a purple chair"
 "$ROOT/scripts/mesh-stage.sh"
+(
+    SRC=$ROOT/build/remedies-src
+    . "$ROOT/scripts/frozen-worktree.sh"
+    cd "$SRC"
+    "$PY" -m lmcsds bench3d --threestudio "$RUN" --config configs/lmcsds-dreamfusion-cpu.yaml \
+        --out "$ROOT/docs/results/bench3d-full" --seeds 3 --jobs 2 --guidances remedies \
+        --tables remedies --prompts "a photo of a red checkered mug;a photo of a green striped mug;a photo of a blue striped sphere;a photo of a purple chair"
+)
 "$ROOT/scripts/translator-study.sh"
+"$ROOT/scripts/remeasure.sh"

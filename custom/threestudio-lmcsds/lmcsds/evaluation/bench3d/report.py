@@ -69,22 +69,30 @@ def summarise(rows: List[dict]) -> List[dict]:
     return summary
 
 
+def _paired_entry(rows: List[dict], guidance: str, reference: str) -> dict:
+    """(guidance - reference) of each headline metric, paired per prompt and seed: mean, 95%
+    interval and whether it excludes 0."""
+    entry = {"guidance": guidance}
+    for k, _ in HEADLINE:
+        groups = paired_groups(rows, k, guidance, reference)
+        entry["pairs"] = max(entry.get("pairs", 0), sum(len(v) for v in groups.values()))
+        mean, lo, hi = bootstrap_mean(groups)
+        entry[k], entry[f"{k}_lo"], entry[f"{k}_hi"] = mean, lo, hi
+        entry[f"{k}_shown"] = excludes_zero(lo, hi)
+    return entry
+
+
 def paired(rows: List[dict], reference: str) -> List[dict]:
-    """Per guidance: (guidance - reference) of each headline metric, paired per prompt and
-    seed, mean and 95% interval, and whether the interval excludes 0."""
-    out = []
-    for g in dict.fromkeys(r["guidance"] for r in rows):
-        if g == reference:
-            continue
-        entry = {"guidance": g}
-        for k, _ in HEADLINE:
-            groups = paired_groups(rows, k, g, reference)
-            entry["pairs"] = max(entry.get("pairs", 0), sum(len(v) for v in groups.values()))
-            mean, lo, hi = bootstrap_mean(groups)
-            entry[k], entry[f"{k}_lo"], entry[f"{k}_hi"] = mean, lo, hi
-            entry[f"{k}_shown"] = excludes_zero(lo, hi)
-        out.append(entry)
-    return out
+    """Per guidance: (guidance - reference), paired per prompt and seed."""
+    guidances = dict.fromkeys(r["guidance"] for r in rows)
+    return [_paired_entry(rows, g, reference) for g in guidances if g != reference]
+
+
+def stage_gains(rows: List[dict]) -> List[dict]:
+    """Per guidance with a mesh stage: (``<g>-refine`` - ``<g>``), the mesh stage's change over
+    its own coarse run, paired per prompt and seed."""
+    guidances = dict.fromkeys(r["guidance"] for r in rows)
+    return [_paired_entry(rows, f"{g}-refine", g) for g in guidances if f"{g}-refine" in guidances]
 
 
 def _fmt(v) -> str:
@@ -104,6 +112,15 @@ def _table(rows: List[dict], keys: List[str], cells=None) -> str:
     cells = cells or (lambda r, k: _fmt(r.get(k, "")))
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     return "\n".join(lines + ["| " + " | ".join(cells(r, k) for k in keys) + " |" for r in rows])
+
+
+def _paired_cell(r: dict, k: str) -> str:
+    return _interval(r, k, mark=True) if k in dict(HEADLINE) else _fmt(r.get(k, ""))
+
+
+def _paired_section(title: str, entries: List[dict], intro: str) -> List[str]:
+    keys = ["guidance", "pairs"] + [k for k, _ in HEADLINE]
+    return ["", f"## {title}", "", intro, "", _table(entries, keys, _paired_cell)]
 
 
 def summary_markdown(
@@ -126,15 +143,19 @@ def summary_markdown(
         f"chroma of the true objects' renders: {np.nanmean([r['chroma_true'] for r in rows]):.1f}",
     ]  # fmt: skip
     if diffs is not None:
-        text += [
-            "", f"## Paired differences to `{reference}`", "",
+        text += _paired_section(
+            f"Paired differences to `{reference}`", diffs,
             f"Each guidance minus `{reference}` on the same prompt and seed: mean [95% "
             "interval]; * where the interval excludes 0 (a difference shown). Elsewhere no "
-            "difference is shown.", "",
-            _table(diffs, ["guidance", "pairs"] + [k for k, _ in HEADLINE],
-                   lambda r, k: _interval(r, k, mark=True) if k in dict(HEADLINE)
-                   else _fmt(r.get(k, ""))),
-        ]  # fmt: skip
+            "difference is shown.",
+        )  # fmt: skip
+    gains = stage_gains(rows)
+    if gains:
+        text += _paired_section(
+            "Mesh stage minus its coarse stage", gains,
+            "Each `<guidance>-refine` minus the coarse run it was refined from (same prompt and "
+            "seed): mean [95% interval]; * where the interval excludes 0.",
+        )  # fmt: skip
     return "\n".join(text) + "\n"
 
 

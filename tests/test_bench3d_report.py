@@ -1,0 +1,45 @@
+"""The benchmark's report: the mesh stage's change over its own coarse run."""
+
+import pytest
+
+from lmcsds.evaluation.bench3d.report import (
+    HEADLINE,
+    METRICS,
+    stage_gains,
+    summarise,
+    summary_markdown,
+)
+
+
+def _rows():
+    """Two prompts x three seeds; ``a-refine`` is its coarse run ``a`` + 0.1 IoU and - 5 Delta E
+    on every prompt and seed; ``b`` has no mesh stage."""
+    rows = []
+    for p, prompt in enumerate(["mug", "cube"]):
+        for seed in range(3):
+            base = {k: 0.3 + 0.1 * p + 0.05 * seed for k in METRICS}
+            base.update(prompt=prompt, seed=seed, held_out=False, features=[0.0, 1.0])
+            rows.append(dict(base, guidance="a"))
+            rows.append(dict(base, guidance="b", iou=base["iou"] - 0.2))
+            refined = dict(base, guidance="a-refine", iou=base["iou"] + 0.1)
+            refined["delta_e_pixel"] = base["delta_e_pixel"] - 5.0
+            rows.append(refined)
+    return rows
+
+
+def test_the_mesh_stage_is_paired_with_the_coarse_run_it_was_refined_from():
+    (gain,) = stage_gains(_rows())
+    assert gain["guidance"] == "a-refine" and gain["pairs"] == 6
+    assert gain["iou"] == pytest.approx(0.1) and gain["iou_lo"] == pytest.approx(0.1)
+    assert gain["iou_shown"] and gain["delta_e_pixel"] == pytest.approx(-5.0)
+    assert gain["chamfer"] == pytest.approx(0.0) and not gain["chamfer_shown"]
+
+
+def test_the_summary_has_a_mesh_stage_table_only_when_there_is_a_mesh_stage():
+    rows = _rows()
+    text = summary_markdown(rows, summarise(rows), None, 1600, 24, None)
+    section = text.split("## Mesh stage minus its coarse stage")[1]
+    (line,) = [row for row in section.splitlines() if row.startswith("| a-refine |")]
+    assert "0.100 [0.100, 0.100] *" in line and "-5.000 [-5.000, -5.000] *" in line
+    coarse = [r for r in rows if not r["guidance"].endswith("-refine")]
+    assert "Mesh stage" not in summary_markdown(coarse, summarise(coarse), None, 1600, 24, None)
