@@ -41,5 +41,16 @@ def test_the_summary_has_a_mesh_stage_table_only_when_there_is_a_mesh_stage():
     section = text.split("## Mesh stage minus its coarse stage")[1]
     (line,) = [row for row in section.splitlines() if row.startswith("| a-refine |")]
     assert "0.100 [0.100, 0.100] *" in line and "-5.000 [-5.000, -5.000] *" in line
+    one = [r for r in rows if r["seed"] == 0 and r["prompt"] == "mug"]
+    one_text = summary_markdown(one, summarise(one), None, 1600, 24, None)
+    assert "0.100 (one run)" in one_text.split("## Mesh stage minus its coarse stage")[1]
     coarse = [r for r in rows if not r["guidance"].endswith("-refine")]
     assert "Mesh stage" not in summary_markdown(coarse, summarise(coarse), None, 1600, 24, None)
+
+
+def test_the_summary_plot_draws_a_run_without_interval(tmp_path):
+    from lmcsds.evaluation.bench3d.report import plot_summary
+
+    one = [r for r in _rows() if r["seed"] == 0 and r["prompt"] == "mug"]
+    plot_summary(summarise(one), tmp_path / "summary.png")
+    assert (tmp_path / "summary.png").stat().st_size > 0

@@ -17,6 +17,14 @@ def test_bootstrap_mean_is_the_mean_and_its_interval_covers_it():
     assert np.isnan(bootstrap_mean({"a": [np.nan]})[0])
 
 
+def test_one_value_has_a_mean_but_no_interval():
+    """One run (e.g. a metric that applies to one prompt, at one seed): resampling it gives a
+    zero-width interval that would read as a difference shown; it has none."""
+    mean, lo, hi = bootstrap_mean({"mug": [-0.05], "cube": [np.nan]})
+    assert mean == -0.05 and np.isnan(lo) and np.isnan(hi)
+    assert not excludes_zero(lo, hi)
+
+
 def test_the_interval_resamples_prompts_not_only_runs():
     """Two prompts far apart, many seeds each: a bootstrap over runs alone would be narrow;
     resampling prompts keeps the between-prompt spread in the interval (which then covers

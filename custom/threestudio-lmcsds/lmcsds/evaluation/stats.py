@@ -18,12 +18,15 @@ def bootstrap_mean(
     groups: Groups, level: float = 0.95, resamples: int = 2000, seed: int = 0
 ) -> Tuple[float, float, float]:
     """(mean, low, high): the mean over all values and its two-level bootstrap interval.
-    Non-finite values are left out (a metric that does not apply); groups left empty drop."""
+    Non-finite values are left out (a metric that does not apply); groups left empty drop. One
+    value has no interval: its bounds are NaN (never "a difference shown")."""
     values = [np.asarray([v for v in g if np.isfinite(v)], float) for g in groups.values()]
     values = [v for v in values if len(v)]
     if not values:
         return (float("nan"),) * 3
     mean = float(np.concatenate(values).mean())
+    if sum(len(v) for v in values) < 2:
+        return mean, float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     means = np.empty(resamples)
     for i in range(resamples):

@@ -104,6 +104,8 @@ def _fmt(v) -> str:
 def _interval(e: dict, k: str, mark: bool = False) -> str:
     if not np.isfinite(e.get(k, float("nan"))):
         return "n/a"
+    if not np.isfinite(e.get(f"{k}_lo", float("nan"))):
+        return f"{e[k]:.3f} (one run)"
     star = " *" if mark and e.get(f"{k}_shown") else ""
     return f"{e[k]:.3f} [{e[f'{k}_lo']:.3f}, {e[f'{k}_hi']:.3f}]{star}"
 
