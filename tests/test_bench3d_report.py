@@ -1,5 +1,7 @@
 """The benchmark's report: the mesh stage's change over its own coarse run."""
 
+from pathlib import Path
+
 import pytest
 
 from lmcsds.evaluation.bench3d.report import (
@@ -54,3 +56,20 @@ def test_the_summary_plot_draws_a_run_without_interval(tmp_path):
     one = [r for r in _rows() if r["seed"] == 0 and r["prompt"] == "mug"]
     plot_summary(summarise(one), tmp_path / "summary.png")
     assert (tmp_path / "summary.png").stat().st_size > 0
+
+
+def test_the_command_file_shows_paths_inside_the_working_folder_relative(tmp_path, monkeypatch):
+    """COMMAND.md is for a reader to retype: the output folder and the configs under the
+    working folder are written relative to it, a folder outside it stays absolute."""
+    from lmcsds.evaluation.bench3d.bench import write_command
+    from lmcsds.priors.objects3d import parse_caption
+
+    work, elsewhere = tmp_path / "repo", tmp_path / "threestudio"
+    (work / "results" / "bench").mkdir(parents=True)
+    monkeypatch.chdir(work)
+    write_command(work / "results" / "bench", elsewhere, Path("configs/cpu.yaml"), 1600,
+                  [parse_caption("a photo of a red cube")], ["supervised"], [0, 1], 24, [],
+                  refine_config=work / "configs" / "refine.yaml")  # fmt: skip
+    text = (work / "results" / "bench" / "COMMAND.md").read_text()
+    assert f"--threestudio {elsewhere} " in text and "--out results/bench " in text
+    assert "--config configs/cpu.yaml " in text and "--refine-config configs/refine.yaml " in text

@@ -237,11 +237,18 @@ def complete_cells(out: Path, prompts: Sequence[ObjectSpec], runs: Sequence[Benc
     return {cell for cell, got in done.items() if got == labels}
 
 
+def shown(path) -> str:
+    """A path as a reader should retype it: relative to the working folder when inside it."""
+    path = Path(path).absolute()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
 def write_command(out, run_dir, base_config, steps, prompts, guidances, seeds, views, overrides,
                   jobs=1, reference=DEFAULT_REFERENCE, refine_config=None,
                   refine_steps=REFINE_STEPS, runs_in=None) -> None:  # fmt: skip
     cmd = ["LMCSDS_DEVICE=cpu", "python", "-m", "lmcsds", "bench3d", "--threestudio",
-           str(run_dir), "--config", str(base_config), "--out", str(runs_in or out), "--steps", str(steps),
+           shown(run_dir), "--config", shown(base_config), "--out", shown(runs_in or out),
+           "--steps", str(steps),
            "--prompts", ";".join(p.caption() for p in prompts), "--seeds",
            ",".join(map(str, seeds)), "--views", str(views)]  # fmt: skip
     if guidances:
@@ -254,7 +261,7 @@ def write_command(out, run_dir, base_config, steps, prompts, guidances, seeds, v
         cmd += [
             "--refine",
             "--refine-config",
-            str(refine_config),
+            shown(refine_config),
             "--refine-steps",
             str(refine_steps),
         ]
