@@ -113,6 +113,36 @@ def test_detail_ratio_of_the_truth_is_one_and_blur_and_faintness_lower_it():
     assert abs(M3.detail_ratio(big, x) - 1.0) < 1e-5
 
 
+def _disc(size: int = 64, holes: bool = False) -> torch.Tensor:
+    """(1, 3, size, size): a disc on the black backdrop in a 4-px red/white checkerboard (at 32
+    px), optionally with a grid of 4 px holes punched through it."""
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    disc = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (0.4 * size) ** 2).float()
+    if holes:
+        disc = disc * ~((yy // 8 % 2 == 0) & (xx // 8 % 2 == 0))
+    return disc.expand(1, 3, size, size).clone()
+
+
+def test_interior_detail_counts_the_pattern_inside_and_not_the_outline():
+    d = 64 // 32 * 4  # a check is 4 px at the prior's 32 px
+    yy, xx = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")
+    checks = ((yy // d + xx // d) % 2).float()
+    red = torch.tensor([0.8, 0.1, 0.1])[:, None, None]
+    truth = _disc() * (checks * 0.9 + (1 - checks) * red)  # red and white checks
+    assert M3.interior_detail(truth, truth) == pytest.approx(1.0, abs=1e-6)
+    flat = _disc() * truth[0].sum((1, 2), keepdim=True) / _disc()[0].sum((1, 2), keepdim=True)
+    assert M3.interior_detail(flat, truth) < 0.01  # the same outline, no pattern
+    # a flat asset broken into fragments: many edges, none of them inside the object
+    broken = _disc(holes=True) * flat.amax((2, 3), keepdim=True)
+    assert M3.interior_detail(broken, truth) < 0.01
+    assert M3.detail_ratio(broken, truth) > 0.2  # the whole-image spectrum counts the holes
+    blurred = torch.nn.functional.avg_pool2d(truth, 3, 1, 1)
+    assert M3.interior_detail(flat, truth) < M3.interior_detail(blurred, truth) < 0.7
+    faint = truth * 0.5 + _disc() * 0.2  # half the contrast, still lit: a quarter the energy
+    assert M3.interior_detail(faint, truth) == pytest.approx(0.25, rel=1e-2)
+    assert M3.interior_detail(torch.zeros_like(truth), truth) == 0.0  # nothing shown
+
+
 def test_march_opacity_and_depth_through_a_slab_by_hand():
     """A slab |x| < 0.25 of density 4 in a grid over [-1, 1]^3: a ray along x has opacity
     1 - exp(-4 * 0.5), reaches 0.5 at x = -0.25 + ln 2 / 4, and its largest density is 4."""

@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence, Set, Tuple
 from ...priors.objects3d import ObjectSpec, parse_caption
 from ...priors.objects_data import HELD_OUT
 from ..compare import check_threestudio_dir, in_slots, launch, write_config
-from .records import copy_empty_record, read_views, run_finished, write_record
+from .records import copy_empty_record, current_record, read_views, run_finished, write_record
 from .report import save_renders, view_picks, write_results
 from .runs import (
     BUDGET,
@@ -178,7 +178,7 @@ def bench3d(
             done = run.steps or steps
             if not (scores.is_file() and json.loads(scores.read_text()).get("steps") == done):
                 write_record(trial, spec, truth_of(spec), classifier, done)  # --report-only
-            row = json.loads(scores.read_text())
+            row = current_record(trial, spec, truth_of(spec))
             row.update(prompt=spec.caption(), guidance=run.spec.label, seed=run.seed,
                        held_out=spec in HELD_OUT)  # fmt: skip
             rows.append(row)

@@ -15,7 +15,7 @@ from ...training import acceptance as A
 from ..check_corrective import guidance_traces
 from ..compare import steps_done
 from .report import view_picks
-from .scoring import final_test_views, non_finite_steps, score_run
+from .scoring import DETAIL_MEASURE, detail_scores, final_test_views, non_finite_steps, score_run
 
 SCORES, VIEWS = "scores.json", "views.png"
 
@@ -31,13 +31,7 @@ def run_finished(trial: Path, steps: int) -> bool:
 def write_record(trial: Path, spec, truth, classifier, steps: int) -> dict:
     """Score the finished run in ``trial`` and save its record (the views first: a record with
     scores is complete). The wall time comes from ``wall_time.json`` less any ``paused_s``."""
-    import imageio.v2 as imageio
-
-    views = len(truth.mask)
-    rgb = final_test_views(trial, views)[0][view_picks(views)]
-    strip = torch.cat(list(rgb), dim=-1).permute(1, 2, 0)  # (H, C W, 3)
-    strip = (strip.clamp(0, 1) * 255).round().byte().numpy()
-    atomic_write(trial / VIEWS, lambda tmp: imageio.imwrite(tmp, strip, format="png"))
+    write_views(trial, len(truth.mask))
     row = score_run(trial, spec, truth, classifier)
     wall = trial / "wall_time.json"
     timing = json.loads(wall.read_text()) if wall.is_file() else {}
@@ -46,6 +40,16 @@ def write_record(trial: Path, spec, truth, classifier, steps: int) -> dict:
     row.update(corrective_norms(trial))
     atomic_write(trial / SCORES, lambda tmp: Path(tmp).write_text(json.dumps(row)))
     return row
+
+
+def write_views(trial: Path, views: int) -> None:
+    """``views.png``: the last test pass's ``view_picks(views)`` views side by side."""
+    import imageio.v2 as imageio
+
+    rgb = final_test_views(trial, views)[0][view_picks(views)]
+    strip = torch.cat(list(rgb), dim=-1).permute(1, 2, 0)  # (H, C W, 3)
+    strip = (strip.clamp(0, 1) * 255).round().byte().numpy()
+    atomic_write(trial / VIEWS, lambda tmp: imageio.imwrite(tmp, strip, format="png"))
 
 
 def corrective_norms(trial: Path) -> dict:
@@ -71,6 +75,21 @@ def read_views(trial: Path, views: int) -> torch.Tensor:
                          f"{count} (was it recorded with --views {views}?)")  # fmt: skip
     rgb = torch.from_numpy(strip).permute(2, 0, 1)  # (3, H, C W)
     return torch.stack(rgb.chunk(count, dim=-1))
+
+
+def current_record(trial: Path, spec, truth) -> dict:
+    """The record's scores, its detail re-scored from ``views.png`` first (and saved) if it
+    was measured another way (``scoring.DETAIL_MEASURE``): records committed before a change
+    of the measure stay comparable with new ones without their renders."""
+    row = json.loads((trial / SCORES).read_text())
+    if row.get("detail_measure") == DETAIL_MEASURE:
+        return row
+    views = len(truth.mask)
+    shift = round(row["turn_deg"] * views / 360.0) % views
+    true_views = truth.rgb.roll(shift, 0)[view_picks(views)]
+    row.update(detail_scores(read_views(trial, views), true_views, spec))
+    atomic_write(trial / SCORES, lambda tmp: Path(tmp).write_text(json.dumps(row)))
+    return row
 
 
 def copy_empty_record(coarse: Path, fine: Path, steps: int) -> dict:

@@ -15,12 +15,15 @@ from ...priors.cameras import VIEWS, rays
 from ...priors.objects3d import ASYMMETRIC, ObjectSpec
 from .. import metrics3d as M3
 from ..compare import metric_rows
+from .report import view_picks
 from .truth import Truth, occupancy, part_cells, surface_points
 
 EMPTY_AREA = 0.1  # an asset covering less than this share of the object's pixels is empty
 # what an empty asset scores on the classifier's metrics (its renders are only the backdrop)
 EMPTY_SCORES = {"shape_acc": 0.0, "colour_acc": 0.0, "pattern_acc": 0.0, "view_acc": 0.0,
                 "janus_rate": 1.0, "faces_front": 0.0}  # fmt: skip
+# how a record's detail_ratio was measured; a record of another is re-scored from its views.png
+DETAIL_MEASURE = "interior high-pass at 32 px, the record's views"
 
 
 def final_test_views(trial: Path, views: int) -> tuple:
@@ -104,7 +107,7 @@ def score_asset(
     row.update(M3.colour_errors(rgb, mask, t_rgb, t_mask))
     row["clipped"] = M3.clipped_fraction_fg(rgb, mask)
     row["clipped_true"] = M3.clipped_fraction_fg(t_rgb, t_mask)
-    row["detail_ratio"] = M3.detail_ratio(rgb, t_rgb)
+    row.update(detail_scores(rgb[view_picks(views)], t_rgb[view_picks(views)], spec))
     # the object classifier (at the prior's 32 px): shape, colour, pattern, view after the turn
     small = F.interpolate(rgb * 2 - 1, size=32, mode="bilinear", antialias=True)
     pred = predict(classifier, small)
@@ -120,6 +123,14 @@ def score_asset(
         row.update({k: v for k, v in EMPTY_SCORES.items() if not np.isnan(row[k])})
     row["features"] = classifier.features(small).mean(0).tolist()  # for diversity
     return row
+
+
+def detail_scores(rgb: Tensor, true_rgb: Tensor, spec: ObjectSpec) -> Dict[str, object]:
+    """``detail_ratio`` of the record's views (``view_picks``, 8-bit: what ``views.png``
+    keeps, so a record can be re-scored from its files alone) against the truth's same views
+    after the turn; NaN for a plain object (no pattern to keep: its parts are scored instead)."""
+    detail = M3.interior_detail(rgb, true_rgb) if spec.pattern != "plain" else float("nan")
+    return {"detail_ratio": detail, "detail_measure": DETAIL_MEASURE}
 
 
 def score_run(trial: Path, spec: ObjectSpec, truth: Truth, classifier, grid: int = 64) -> dict:
