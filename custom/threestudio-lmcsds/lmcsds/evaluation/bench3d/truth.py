@@ -1,11 +1,18 @@
 """The true object under the benchmark's test cameras and on an asset's density grid."""
 
+import hashlib
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Dict, Tuple
 
 import torch
 from torch import Tensor
 
+from ...core.atomic import atomic_write
+from ...priors import cameras as _cameras
+from ...priors import objects3d as _objects3d
+from ...priors import sdf_render as _sdf_render
 from ...priors.cameras import Cameras, orbit_cameras, rays, view_index
 from ...priors.objects3d import PARTS, ObjectSpec, sdf
 from ...priors.sdf_render import render
@@ -37,12 +44,42 @@ def eval_cameras(views: int, data_cfg) -> Tuple[Cameras, int]:
     return cams, int(e["eval_height"])
 
 
+def truth_cache_dir() -> Path:
+    """Where rendered truths are kept: ``$LMCSDS_CACHE/truth`` (default ``~/.cache/lmcsds``)."""
+    return Path(os.environ.get("LMCSDS_CACHE", Path.home() / ".cache" / "lmcsds")) / "truth"
+
+
+def _truth_key(spec: ObjectSpec, views: int, data_cfg, without: Tuple[str, ...]) -> str:
+    """Everything a truth depends on: the object, the cameras, the rendering code, torch."""
+    e = {k: float(data_cfg.get(k, v)) for k, v in EVAL_DEFAULTS.items()}
+    h = hashlib.sha256(repr((spec, views, sorted(e.items()), tuple(without),
+                             torch.__version__)).encode())  # fmt: skip
+    for module in (_cameras, _objects3d, _sdf_render):
+        h.update(Path(module.__file__).read_bytes())
+    h.update(Path(__file__).read_bytes())
+    return h.hexdigest()[:24]
+
+
 def ground_truth(spec: ObjectSpec, views: int, data_cfg, without: Tuple[str, ...] = ()) -> Truth:
-    """The object under threestudio's test cameras ("diffuse" shading, 4x4 rays per pixel)."""
+    """The object under threestudio's test cameras ("diffuse" shading, 4x4 rays per pixel),
+    rendered once and then read from ``truth_cache_dir()`` (every report of a benchmark needs
+    it; the key covers the object, the cameras and the rendering code)."""
+    path = truth_cache_dir() / f"{_truth_key(spec, views, data_cfg, without)}.pt"
+    if path.is_file():
+        try:
+            return Truth(**torch.load(path, weights_only=False))
+        except Exception:  # a damaged file: render again and replace it
+            pass
     cams, size = eval_cameras(views, data_cfg)
     out = render(spec, cams, resolution=size, supersample=4, without=without)
-    return Truth(quantise_8bit(out.rgb), quantise_8bit(out.mask[:, 0]), out.depth[:, 0],
-                 view_index(cams.elevation_deg, cams.azimuth_deg), cams)  # fmt: skip
+    truth = Truth(quantise_8bit(out.rgb), quantise_8bit(out.mask[:, 0]), out.depth[:, 0],
+                  view_index(cams.elevation_deg, cams.azimuth_deg), cams)  # fmt: skip
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: torch.save(vars(truth), tmp))
+    except OSError:  # a read-only home: no cache
+        pass
+    return truth
 
 
 def turned_points(points: Tensor, turn_deg: float) -> Tensor:
