@@ -101,6 +101,11 @@ def turn_degrees(shift: int, views: int) -> float:
     return deg - 360.0 if deg > 180.0 else deg
 
 
+def turn_shift(turn_deg: float, views: int) -> int:
+    """The orbit shift a turn of ``turn_deg`` is (the inverse of ``turn_degrees``)."""
+    return round(turn_deg * views / 360.0) % views
+
+
 def clipped_fraction_fg(rgb: Tensor, mask: Tensor) -> float:
     """Fraction of foreground pixels with a channel at 0 or 1 (<= 1/255 from the ends); an
     empty asset counts as all clipped (it shows only the black backdrop)."""

@@ -12,6 +12,7 @@ import torch
 
 from ...core.atomic import atomic_write
 from ...training import acceptance as A
+from .. import metrics3d as M3
 from ..check_corrective import guidance_traces
 from ..compare import steps_done
 from .report import view_picks
@@ -85,8 +86,7 @@ def current_record(trial: Path, spec, truth) -> dict:
     if row.get("detail_measure") == DETAIL_MEASURE:
         return row
     views = len(truth.mask)
-    shift = round(row["turn_deg"] * views / 360.0) % views
-    true_views = truth.rgb.roll(shift, 0)[view_picks(views)]
+    true_views = truth.rgb.roll(M3.turn_shift(row["turn_deg"], views), 0)[view_picks(views)]
     row.update(detail_scores(read_views(trial, views), true_views, spec))
     atomic_write(trial / SCORES, lambda tmp: Path(tmp).write_text(json.dumps(row)))
     return row

@@ -107,7 +107,8 @@ def score_asset(
     row.update(M3.colour_errors(rgb, mask, t_rgb, t_mask))
     row["clipped"] = M3.clipped_fraction_fg(rgb, mask)
     row["clipped_true"] = M3.clipped_fraction_fg(t_rgb, t_mask)
-    row.update(detail_scores(rgb[view_picks(views)], t_rgb[view_picks(views)], spec))
+    picks = view_picks(views)
+    row.update(detail_scores(rgb[picks], t_rgb[picks], spec))
     # the object classifier (at the prior's 32 px): shape, colour, pattern, view after the turn
     small = F.interpolate(rgb * 2 - 1, size=32, mode="bilinear", antialias=True)
     pred = predict(classifier, small)

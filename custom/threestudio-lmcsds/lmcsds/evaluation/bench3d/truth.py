@@ -75,7 +75,6 @@ def ground_truth(spec: ObjectSpec, views: int, data_cfg, without: Tuple[str, ...
     truth = Truth(quantise_8bit(out.rgb), quantise_8bit(out.mask[:, 0]), out.depth[:, 0],
                   view_index(cams.elevation_deg, cams.azimuth_deg), cams)  # fmt: skip
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda tmp: torch.save(vars(truth), tmp))
     except OSError:  # a read-only home: no cache
         pass
