@@ -73,3 +73,30 @@ def test_the_command_file_shows_paths_inside_the_working_folder_relative(tmp_pat
     text = (work / "results" / "bench" / "COMMAND.md").read_text()
     assert f"--threestudio {elsewhere} " in text and "--out results/bench " in text
     assert "--config configs/cpu.yaml " in text and "--refine-config configs/refine.yaml " in text
+
+
+def test_test_passes_are_ordered_by_step_and_split_into_rgb_and_opacity(tmp_path):
+    import imageio.v2 as imageio
+    import numpy as np
+
+    from lmcsds.evaluation.bench3d.scoring import final_test_views, test_passes, test_views
+
+    h = 4
+    for step, value in ((200, 10), (1000, 20), (1600, 30)):  # "it1000" sorts before "it200" as text
+        folder = tmp_path / "save" / f"it{step}-test"
+        folder.mkdir(parents=True)
+        for view in range(3):  # threestudio's frame: rgb | normal | opacity, side by side
+            frame = np.zeros((h, 3 * h, 3), np.uint8)
+            frame[:, :h] = (value, view, 0)
+            frame[:, 2 * h :] = 255 * (view % 2)
+            imageio.imwrite(folder / f"{view}.png", frame)
+    (tmp_path / "save" / "it1600-test.mp4").write_bytes(b"")  # not a folder: ignored
+    assert [p.name for p in test_passes(tmp_path)] == ["it200-test", "it1000-test", "it1600-test"]
+    rgb, opacity = test_views(tmp_path / "save" / "it1000-test", 2)
+    assert rgb.shape == (2, 3, h, h) and opacity.shape == (2, h, h)
+    assert rgb[:, 0].mul(255).round().unique().tolist() == [20.0]
+    assert rgb[1, 1, 0, 0].mul(255).round().item() == 1.0 and opacity[1].min().item() == 1.0
+    assert opacity[0].max().item() == 0.0
+    assert final_test_views(tmp_path, 3)[0][0, 0, 0, 0].mul(255).round().item() == 30.0
+    with pytest.raises(ValueError, match="need 4"):
+        test_views(tmp_path / "save" / "it200-test", 4)

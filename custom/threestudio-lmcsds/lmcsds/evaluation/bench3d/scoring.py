@@ -27,17 +27,27 @@ DETAIL_MEASURE = "interior high-pass at 32 px, the record's views"
 
 
 def final_test_views(trial: Path, views: int) -> tuple:
-    """(rgb (V, 3, H, W) in [0, 1], opacity (V, H, W)) of the last test pass; threestudio saves
-    rgb | normal | opacity side by side and its test orbit repeats the first view last."""
-    import imageio.v2 as imageio
-
-    tests = sorted((p for p in (trial / "save").glob("it*-test") if p.is_dir()),
-                   key=lambda p: int(p.name[2:].split("-")[0]))  # fmt: skip
+    """(rgb (V, 3, H, W) in [0, 1], opacity (V, H, W)) of the last test pass."""
+    tests = test_passes(trial)
     if not tests:
         raise FileNotFoundError(f"{trial / 'save'}: no it<N>-test folder (did the run finish?)")
-    frames = sorted(tests[-1].glob("*.png"), key=lambda p: int(p.stem))[:views]
+    return test_views(tests[-1], views)
+
+
+def test_passes(trial: Path) -> list:
+    """The trial's ``save/it<N>-test`` folders by step N."""
+    return sorted((p for p in (trial / "save").glob("it*-test") if p.is_dir()),
+                  key=lambda p: int(p.name[2:].split("-")[0]))  # fmt: skip
+
+
+def test_views(folder: Path, views: int) -> tuple:
+    """(rgb, opacity) of one test pass; threestudio saves rgb | normal | opacity side by side
+    and its test orbit repeats the first view last."""
+    import imageio.v2 as imageio
+
+    frames = sorted(folder.glob("*.png"), key=lambda p: int(p.stem))[:views]
     if len(frames) < views:
-        raise ValueError(f"{tests[-1]}: {len(frames)} test views, need {views} (data.n_test_views)")
+        raise ValueError(f"{folder}: {len(frames)} test views, need {views} (data.n_test_views)")
     images = np.stack([imageio.imread(p) for p in frames]).astype(np.float32) / 255.0
     h = images.shape[1]
     rgb = torch.from_numpy(images[:, :, :h, :3]).permute(0, 3, 1, 2)
