@@ -55,8 +55,8 @@ def run(args) -> None:
                               "system.guidance_eval_every=0",
                               f"checkpoint.every_n_train_steps={args.every}"]  # fmt: skip
         trial.parent.mkdir(parents=True, exist_ok=True)
-        launch(run_dir, Path(args.config), overrides, trial.parent / f"{trial.name}.log",
-               args.steps, trial.name)  # fmt: skip
+        log = trial.parent / f"{trial.name}.log"
+        launch(run_dir, Path(args.config), overrides, log, args.steps, trial.name, trial)
     env = dict(os.environ, LMCSDS_DEVICE=os.environ.get("LMCSDS_DEVICE", "cpu"))
     for step in checkpoint_steps(trial):
         if (trial / "save" / f"it{step}-test").is_dir():
@@ -91,15 +91,15 @@ def plot(args) -> None:
 
     trials = [Path(t) for t in args.trials]
     n = len(trials)
-    fig = plt.figure(figsize=(4.2 * n, 9.5))
+    fig = plt.figure(figsize=(max(10, 3.3 * n), 9.5))
     grid = fig.add_gridspec(2, n, height_ratios=[1, 3.2])
-    curves = fig.add_subplot(grid[0, :])
+    top = grid[0, :].subgridspec(1, 2)
+    iou, area = fig.add_subplot(top[0, 0]), fig.add_subplot(top[0, 1])
     for i, trial in enumerate(trials):
         rows = json.loads((trial / STEPS).read_text())
         steps = [r["step"] for r in rows]
-        curves.plot(steps, [r["iou"] for r in rows], f"C{i}-o", label=f"{trial.name}: IoU")
-        curves.plot(steps, [min(r["area_ratio"], 2) for r in rows], f"C{i}:",
-                    label=f"{trial.name}: area / truth's (capped at 2)")  # fmt: skip
+        iou.plot(steps, [r["iou"] for r in rows], f"C{i}-o", label=trial.name)
+        area.plot(steps, [r["area_ratio"] for r in rows], f"C{i}-o", label=trial.name)
         strips = []
         for folder in test_passes(trial):
             rgb, _ = test_views(folder, VIEWS)
@@ -111,11 +111,11 @@ def plot(args) -> None:
         ax.set_yticks([h * (k + 0.5) for k in range(len(strips))], [f"step {s}" for s in steps])
         ax.set_xticks([])
         ax.set_title(trial.name)
-    curves.set_xlabel("step")
-    curves.set_ylim(0, 2.05)
-    curves.legend(fontsize=7, ncol=2)
+    iou.set(xlabel="step", ylabel="silhouette IoU (best turn)", ylim=(0, 1))
+    area.set(xlabel="step", ylabel="area / the truth's", yscale="log")
+    iou.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(args.out, dpi=110)
+    fig.savefig(args.out, dpi=90)
     print(f"wrote {args.out}")
 
 
