@@ -265,6 +265,19 @@ def test_prompt_cache_files_appear_only_complete(tmp_path, monkeypatch, tiny_if_
     assert sorted(f.name for f in cache.iterdir()) == sorted(f.name for f in finals)
 
 
+def test_encoding_prompts_leaves_the_global_random_stream_alone(tmp_path, tiny_if_dir):
+    """With ``spawn: false`` the T5 loads in the training process after threestudio seeded it:
+    if loading it drew from torch's generator, the same seed would give another run depending
+    on whether the prompts were cached (measured: step 0's t 501 with a cold cache, 370 warm)."""
+    from lmcsds.adapter import prompt_processor
+
+    torch.manual_seed(0)
+    prompt_processor.encode_to_cache(str(tiny_if_dir), ["a hamburger", ""], str(tmp_path))
+    after_encoding = torch.rand(4)
+    torch.manual_seed(0)
+    assert torch.equal(after_encoding, torch.rand(4))
+
+
 # --- threestudio's launch.py on the CPU ---
 
 

@@ -26,9 +26,12 @@ CACHE_DIR = ".threestudio_cache/text_embeddings"  # threestudio's prompt process
 
 
 def encode_to_cache(pretrained_model_name_or_path: str, prompts: List[str], cache_dir: str) -> None:
-    """Encode ``prompts`` with the prior's T5 in float32 and save one cache file per prompt."""
+    """Encode ``prompts`` with the prior's T5 in float32 and save one cache file per prompt.
+    Torch's random state is restored afterwards: loading T5 draws from it, and with ``spawn:
+    false`` that would make a seeded run depend on whether its prompts were cached."""
     device = requested_device() or ("cuda" if torch.cuda.is_available() else "cpu")
-    embeddings = encode_prompts(pretrained_model_name_or_path, prompts, device, torch.float32)
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
+        embeddings = encode_prompts(pretrained_model_name_or_path, prompts, device, torch.float32)
     for prompt, embedding in zip(prompts, embeddings):
         name = f"{hash_prompt(pretrained_model_name_or_path, prompt)}.pt"
         # parallel runs share the cache and skip a prompt whose file exists: it appears complete
