@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from lmcsds.evaluation import metrics3d as M3
 from lmcsds.evaluation.bench3d.report import view_picks
 from lmcsds.evaluation.bench3d.runs import slug
-from lmcsds.evaluation.bench3d.scoring import test_passes, test_views
+from lmcsds.evaluation.bench3d.scoring import detail_scores, pass_step, test_passes, test_views
 from lmcsds.evaluation.bench3d.truth import ground_truth
 from lmcsds.evaluation.compare import check_threestudio_dir, launch, object_of
 
@@ -75,8 +75,8 @@ def run(args) -> None:
         rgb, mask = test_views(folder, VIEWS)
         shift, ious = M3.best_turn(mask, truth.mask, rgb, truth.rgb)
         area = (mask > M3.THRESHOLD).float().mean() / (truth.mask > M3.THRESHOLD).float().mean()
-        detail = M3.interior_detail(rgb[picks], truth.rgb.roll(shift, 0)[picks])
-        rows.append({"step": int(folder.name[2:].split("-")[0]), "iou": float(ious[shift]),
+        detail = detail_scores(rgb[picks], truth.rgb.roll(shift, 0)[picks], spec)["detail_ratio"]
+        rows.append({"step": pass_step(folder), "iou": float(ious[shift]),
                      "area_ratio": float(area), "detail": detail})  # fmt: skip
         print(f"{trial.name} step {rows[-1]['step']:5d}: IoU {rows[-1]['iou']:.2f}, area "
               f"{rows[-1]['area_ratio']:.2f} x the truth's, detail {detail:.2f}")  # fmt: skip

@@ -36,8 +36,12 @@ def final_test_views(trial: Path, views: int) -> tuple:
 
 def test_passes(trial: Path) -> list:
     """The trial's ``save/it<N>-test`` folders by step N."""
-    return sorted((p for p in (trial / "save").glob("it*-test") if p.is_dir()),
-                  key=lambda p: int(p.name[2:].split("-")[0]))  # fmt: skip
+    return sorted((p for p in (trial / "save").glob("it*-test") if p.is_dir()), key=pass_step)
+
+
+def pass_step(folder: Path) -> int:
+    """N of a test pass folder ``it<N>-test``."""
+    return int(folder.name[2:].split("-")[0])
 
 
 def test_views(folder: Path, views: int) -> tuple:
