@@ -1,4 +1,5 @@
-"""The benchmark's report: the mesh stage's change over its own coarse run."""
+"""The benchmark's report: the mesh stage's change over its own coarse run, detail read against
+the ceiling."""
 
 from pathlib import Path
 
@@ -100,3 +101,27 @@ def test_test_passes_are_ordered_by_step_and_split_into_rgb_and_opacity(tmp_path
     assert final_test_views(tmp_path, 3)[0][0, 0, 0, 0].mul(255).round().item() == 30.0
     with pytest.raises(ValueError, match="need 4"):
         test_views(tmp_path / "save" / "it200-test", 4)
+
+
+def test_detail_is_read_against_the_ceiling_at_the_same_seed():
+    """Ceiling detail 0.4 / 0.8 at seeds 0 / 1, the guidance's 0.2 / 0.8: fractions 0.5 and
+    1.0, mean 0.75 (not 0.5 / 0.6 from the means); a plain object (no detail) gives n/a."""
+    rows = []
+    for seed, (top, mine) in enumerate([(0.4, 0.2), (0.8, 0.8)]):
+        base = {k: 0.5 for k in METRICS}
+        base.update(prompt="mug", seed=seed, held_out=False, features=[0.0, 1.0])
+        rows.append(dict(base, guidance="supervised", detail_ratio=top, part_recall=1.0))
+        rows.append(dict(base, guidance="a", detail_ratio=mine, part_recall=0.25 + 0.5 * seed))
+        plain = dict(base, prompt="cube", detail_ratio=float("nan"), part_recall=float("nan"))
+        rows += [dict(plain, guidance="supervised"), dict(plain, guidance="a")]
+    from lmcsds.evaluation.bench3d.report import against_ceiling
+
+    mug, cube = against_ceiling(rows)
+    assert (mug["prompt"], mug["guidance"], mug["seeds"]) == ("mug", "a", 2)
+    assert mug["detail_of_ceiling"] == pytest.approx(0.75)
+    assert {mug["detail_of_ceiling_lo"], mug["detail_of_ceiling_hi"]} <= {0.5, 0.75, 1.0}
+    assert mug["part_recall"] == pytest.approx(0.5)
+    text = summary_markdown(rows, summarise(rows), None, 1600, 24, None)
+    (line,) = [r for r in text.split("against the ceiling")[1].splitlines() if "| cube |" in r]
+    assert line.count("n/a") == 2 and "| supervised |" not in text.split("against the ceiling")[1]
+    assert against_ceiling([r for r in rows if r["guidance"] == "a"]) == []

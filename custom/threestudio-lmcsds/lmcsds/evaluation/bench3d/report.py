@@ -95,6 +95,34 @@ def stage_gains(rows: List[dict]) -> List[dict]:
     return [_paired_entry(rows, f"{g}-refine", g) for g in guidances if f"{g}-refine" in guidances]
 
 
+CEILING = "supervised"
+
+
+def against_ceiling(rows: List[dict], ceiling: str = CEILING) -> List[dict]:
+    """Per prompt and guidance: detail as a fraction of the ceiling's (``detail_of_ceiling``,
+    each run's detail ratio over the ceiling's at the same seed), part recall and silhouette
+    IoU; means with 95% intervals over the prompt's seeds. Empty without ceiling runs."""
+    if ceiling not in {r["guidance"] for r in rows}:
+        return []
+    top = {(r["prompt"], r["seed"]): float(r["detail_ratio"]) for r in rows
+           if r["guidance"] == ceiling}  # fmt: skip
+    out = []
+    for prompt in dict.fromkeys(r["prompt"] for r in rows):
+        for g in dict.fromkeys(r["guidance"] for r in rows):
+            mine = [r for r in rows if r["prompt"] == prompt and r["guidance"] == g]
+            if g == ceiling or not mine:
+                continue
+            entry = {"prompt": prompt, "guidance": g, "seeds": len(mine)}
+            fraction = [float(r["detail_ratio"]) / top.get((prompt, r["seed"]), float("nan"))
+                        for r in mine]  # fmt: skip
+            values = {"detail_of_ceiling": fraction}
+            values.update({k: [float(r[k]) for r in mine] for k in ("part_recall", "iou")})
+            for k, v in values.items():
+                entry[k], entry[f"{k}_lo"], entry[f"{k}_hi"] = bootstrap_mean({prompt: v})
+            out.append(entry)
+    return out
+
+
 def _fmt(v) -> str:
     if isinstance(v, bool):
         return str(v)
@@ -151,6 +179,17 @@ def summary_markdown(
             "interval]; * where the interval excludes 0 (a difference shown). Elsewhere no "
             "difference is shown.",
         )  # fmt: skip
+    fractions = against_ceiling(rows)
+    if fractions:
+        keys = ["prompt", "guidance", "seeds", "detail_of_ceiling", "part_recall", "iou"]
+        text += [
+            "", "## Per prompt, against the ceiling", "",
+            f"Each run's detail ratio over the ceiling's (`{CEILING}`) at the same seed, part "
+            "recall and silhouette IoU: mean [95% interval over the prompt's seeds]; n/a where "
+            "the object has no pattern or no parts.", "",
+            _table(fractions, keys, lambda r, k: _interval(r, k) if k in keys[3:]
+                   else _fmt(r.get(k, ""))),
+        ]  # fmt: skip
     gains = stage_gains(rows)
     if gains:
         text += _paired_section(
