@@ -34,14 +34,6 @@ WORK=$ROOT/build/short-recipe
 cd "$SRC"
 PRIOR=load/lmcsds/priors/objects-if-32
 PRIMITIVES="a photo of a red cube;a photo of a blue striped sphere;a photo of a yellow checkered cylinder;a photo of a blue striped cone"
-[ -d "$ROOT/build/objects-train-png" ] || "$PY" -m lmcsds.priors.objects_data --split train --views 128 --out "$ROOT/build/objects-train-png"
-[ -d "$ROOT/build/objects-val-png" ] || "$PY" -m lmcsds.priors.objects_data --split heldout --views 8 --out "$ROOT/build/objects-val-png"
-mkdir -p "$WORK" "$OUT"
-# one cache, shards of 128 so that every triplet count below is whole shards; its first N
-# triplets are the same for every run
-"$PY" -m lmcsds generate-triplets --prior "$PRIOR" --images "$ROOT/build/objects-train-png" \
-    --cache "$WORK/cache" --num-triplets 3072 --shard-size 128 --gen-batch-size 128
-
 # name, base channels, depth, steps, triplets
 # (the ends of the trade-off first, so that a study cut short still has them)
 RUNS=(
@@ -55,7 +47,29 @@ RUNS=(
     "small-1 8 2 1500 3072"
     "paper-1 32 4 1500 3072"
 )
+# a corrective whose report, check and 3D records are all under $OUT is done: a fresh clone
+# (no build/, so no weights) skips it instead of training it again
+finished() {
+    [ -f "$OUT/$1/report/report.json" ] && [ -f "$OUT/$1/check-$INPUT/check.json" ] &&
+        [ "$(find "$OUT/$1/bench-$INPUT/runs" -name scores.json 2>/dev/null | wc -l)" -ge 8 ]
+}
+todo=()
 for spec in "${RUNS[@]}"; do
+    finished "${spec%% *}" || todo+=("$spec")
+done
+if [ ${#todo[@]} -eq 0 ]; then
+    echo "short-recipe.sh: every corrective's report, check and 3D records are in $OUT"
+    exit 0
+fi
+[ -d "$ROOT/build/objects-train-png" ] || "$PY" -m lmcsds.priors.objects_data --split train --views 128 --out "$ROOT/build/objects-train-png"
+[ -d "$ROOT/build/objects-val-png" ] || "$PY" -m lmcsds.priors.objects_data --split heldout --views 8 --out "$ROOT/build/objects-val-png"
+mkdir -p "$WORK" "$OUT"
+# one cache, shards of 128 so that every triplet count below is whole shards; its first N
+# triplets are the same for every run
+"$PY" -m lmcsds generate-triplets --prior "$PRIOR" --images "$ROOT/build/objects-train-png" \
+    --cache "$WORK/cache" --num-triplets 3072 --shard-size 128 --gen-batch-size 128
+
+for spec in "${todo[@]}"; do
     read -r name channels depth steps triplets <<< "$spec"
     # the weights stay in build/ (the paper-size corrective is 30 MB); the model card is copied
     run=$WORK/$name weights=$WORK/$name/export/objects-if-32.safetensors
