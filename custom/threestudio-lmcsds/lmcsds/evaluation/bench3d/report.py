@@ -310,7 +310,8 @@ def save_renders(title: str, rows, path: Path, views: int) -> None:
                 ax.set_title(f"{i * 360 // views} deg", fontsize=7)
             if c == 0:
                 ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
-    fig.suptitle(title, fontsize=8)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))  # room for the title
+    inch = 1 / fig.get_figheight()  # the title 0.1 in below the top, at any number of rows
+    fig.suptitle(title, fontsize=8, y=1 - 0.1 * inch, va="top")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 * inch))
     fig.savefig(path, dpi=100)
     plt.close(fig)
