@@ -125,3 +125,22 @@ def test_detail_is_read_against_the_ceiling_at_the_same_seed():
     (line,) = [r for r in text.split("against the ceiling")[1].splitlines() if "| cube |" in r]
     assert line.count("n/a") == 2 and "| supervised |" not in text.split("against the ceiling")[1]
     assert against_ceiling([r for r in rows if r["guidance"] == "a"]) == []
+
+
+@pytest.mark.parametrize("n_rows", [3, 30])
+def test_the_render_grid_title_stays_above_the_view_labels(tmp_path, monkeypatch, n_rows):
+    import matplotlib.pyplot as plt
+    import torch
+
+    from lmcsds.evaluation.bench3d.report import save_renders, view_picks
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    rows = [(f"run-{i}", torch.rand(len(view_picks(24)), 3, 8, 8)) for i in range(n_rows)]
+    save_renders("a photo of a blue striped sphere", rows, tmp_path / "renders.png", 24)
+    (fig,) = figures
+    renderer = fig.canvas.get_renderer()
+    title = fig._suptitle.get_window_extent(renderer)
+    labels = [ax.title.get_window_extent(renderer) for ax in fig.axes if ax.get_title()]
+    assert len(labels) == 8 and title.y0 > max(label.y1 for label in labels)
+    assert title.y1 <= fig.bbox.y1
